@@ -1,0 +1,135 @@
+//! The command line: `run`, `validate`, `version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::gateway::{ConfigSource, Gateway};
+use crate::{config, observability, reload, QUICKSTART};
+
+/// Portcullis, an API gateway.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway. Without --config it serves the bundled quickstart.
+    Run {
+        /// Configuration file (YAML); watched for changes, reloaded on SIGHUP.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t)]
+        log_format: LogFormat,
+    },
+    /// Check a configuration file and print every error with its location.
+    Validate {
+        /// Configuration file (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Version => {
+            println!("portcullis {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Validate { config: path } => validate(&path),
+        Command::Run { config, log_format } => {
+            observability::init_logging(matches!(log_format, LogFormat::Json));
+            run(config)
+        }
+    }
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    let loaded = match config::load_file(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let pools = crate::upstream::PoolRegistry::default();
+    match crate::snapshot::compile(&loaded, 1, 1, &pools) {
+        Ok(s) => {
+            println!(
+                "{}: ok ({} listeners, {} upstreams, {} routes)",
+                path.display(),
+                s.listeners.len(),
+                loaded.doc.upstreams.len(),
+                s.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprint!(
+                "{}",
+                config::ConfigErrors {
+                    source_name: path.display().to_string(),
+                    errors
+                }
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(path: Option<PathBuf>) -> ExitCode {
+    let source = match &path {
+        Some(p) => ConfigSource::File(p.clone()),
+        None => {
+            tracing::info!("no --config given; serving the bundled quickstart (examples/quickstart.yaml)");
+            ConfigSource::Inline(QUICKSTART.to_string())
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis: cannot start the control runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let gw = match Gateway::start(source) {
+            Ok(gw) => Arc::new(gw),
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        if let Some(p) = path {
+            let interval = gw.snapshot().settings.watch_interval;
+            tokio::spawn(reload::watch_file(gw.clone(), p, interval));
+            tokio::spawn(reload::reload_on_sighup(gw.clone()));
+        }
+        reload::shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let drained = gw.shutdown().await;
+        tracing::info!(drained, "stopped");
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,332 @@
+//! The configuration document as users write it: the nouns of Kong and
+//! APISIX (listeners, upstreams, routes, consumers, plugins). These types
+//! mirror the YAML; the runtime form is built from them in `snapshot`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::units::{ByteSize, HumanDuration};
+
+/// A whole configuration document.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    /// Process-wide settings.
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+    /// Where clients connect.
+    #[serde(default)]
+    pub listeners: Vec<ListenerDoc>,
+    /// Named pools of backend targets.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamDoc>,
+    /// Match rules and what to do with a matched request.
+    #[serde(default)]
+    pub routes: Vec<RouteDoc>,
+    /// Known callers: identity, credentials and groups.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerDoc>,
+    /// Plugins applied to every route.
+    #[serde(default)]
+    pub plugins: Vec<PluginDoc>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// Worker threads (one event loop each); `0` means one per available core.
+    /// Takes effect at start; a reload that changes it logs a warning.
+    pub workers: usize,
+    /// How long shutdown waits for in-flight requests before closing them.
+    pub shutdown_grace: HumanDuration,
+    /// Add a `Via` header to requests and responses.
+    pub via: bool,
+    /// Header that carries the request ID (generated when absent).
+    pub request_id_header: String,
+    /// How often the config file is checked for changes (`0s` disables watching; SIGHUP still reloads).
+    pub watch_interval: HumanDuration,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            shutdown_grace: HumanDuration(std::time::Duration::from_secs(30)),
+            via: false,
+            request_id_header: "x-request-id".into(),
+            watch_interval: HumanDuration(std::time::Duration::from_secs(1)),
+        }
+    }
+}
+
+/// A listening socket and the protocol limits applied to its clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerDoc {
+    /// Unique name, used by routes to restrict themselves to this listener.
+    pub name: String,
+    /// `IP:PORT` to bind, like `0.0.0.0:8080` or `[::1]:8080`; port 0 picks a free port.
+    pub address: String,
+    /// Peers (CIDRs) whose `X-Forwarded-*` and `Forwarded` headers are trusted and extended;
+    /// from anyone else those headers are replaced.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Largest request head (request line plus headers) accepted; larger gets 431.
+    #[serde(default = "defaults::max_header_size")]
+    pub max_header_size: ByteSize,
+    /// Most header fields in one request; more gets 431.
+    #[serde(default = "defaults::max_headers")]
+    pub max_headers: usize,
+    /// Longest request target (path and query); longer gets 414.
+    #[serde(default = "defaults::max_uri_length")]
+    pub max_uri_length: ByteSize,
+    /// Largest request body; larger gets 413. Routes may lower or raise it.
+    #[serde(default = "defaults::max_body_size")]
+    pub max_body_size: ByteSize,
+    /// Time allowed for a complete request head, counted from when the connection is
+    /// ready for it; it therefore also closes idle keep-alive connections (slowloris guard).
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// Longest pause while receiving a request body before the request fails with 408.
+    #[serde(default = "defaults::body_read_timeout")]
+    pub body_read_timeout: HumanDuration,
+}
+
+/// A named pool of targets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamDoc {
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// The backends: `host:port` with an optional weight.
+    pub targets: Vec<TargetDoc>,
+    /// How a target is chosen for each request.
+    #[serde(default)]
+    pub load_balancing: LoadBalancing,
+    /// Timeouts for requests to this upstream (routes may override).
+    #[serde(default)]
+    pub timeouts: TimeoutsDoc,
+    /// Idle keep-alive connections kept per target.
+    #[serde(default = "defaults::max_idle_per_target")]
+    pub max_idle_per_target: usize,
+    /// How long an idle pooled connection is kept.
+    #[serde(default = "defaults::pool_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+}
+
+/// One backend of an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetDoc {
+    /// `host:port` or `IP:PORT`.
+    pub address: String,
+    /// Share of traffic relative to the other targets; 0 drains the target.
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+}
+
+/// Load-balancing algorithms.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancing {
+    /// Weighted round robin.
+    #[default]
+    RoundRobin,
+}
+
+/// Upstream timeouts; each is optional and falls back to the upstream's, then the default.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsDoc {
+    /// Establishing a TCP connection to a target (default 5s).
+    pub connect: Option<HumanDuration>,
+    /// Waiting for response headers, and any pause between body chunks (default 60s).
+    pub read: Option<HumanDuration>,
+    /// The whole exchange, from sending the request to the last response byte (default: none).
+    pub total: Option<HumanDuration>,
+}
+
+/// A route: match conditions, one action, and its options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDoc {
+    /// Unique name, used in logs, metrics and errors.
+    pub name: String,
+    /// Higher runs first; among equal priorities the most specific match wins.
+    #[serde(default)]
+    pub priority: i32,
+    /// Listener names this route is served on (empty: all listeners).
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    /// What requests this route takes.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchDoc,
+    /// Proxy to this upstream.
+    pub upstream: Option<String>,
+    /// Answer with a fixed response (a mock API).
+    pub respond: Option<RespondDoc>,
+    /// Answer with a redirect.
+    pub redirect: Option<RedirectDoc>,
+    /// Remove the matched path prefix before proxying (`/api/users` on `/api` goes up as `/users`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Which `Host` the upstream sees.
+    #[serde(default)]
+    pub host_header: HostHeader,
+    /// Overrides of the upstream's timeouts for this route.
+    #[serde(default)]
+    pub timeouts: TimeoutsDoc,
+    /// Overrides the listener's request body limit for this route.
+    pub max_body_size: Option<ByteSize>,
+    /// Plugins applied to this route.
+    #[serde(default)]
+    pub plugins: Vec<PluginDoc>,
+}
+
+/// Host header policy toward the upstream.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HostHeader {
+    /// Send the target's `host:port` (as nginx and Kong do by default).
+    #[default]
+    Upstream,
+    /// Send the client's `Host` unchanged.
+    Preserve,
+}
+
+/// Match conditions; all given conditions must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchDoc {
+    /// Hosts: exact (`api.example.com`) or leading wildcard (`*.example.com`). Empty: any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Paths: prefix `/api`, exact `=/health`, regex `~^/v[0-9]+/`, template `/users/{id}`,
+    /// catch-all `/files/{*rest}`. Empty: any path.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// HTTP methods. Empty: any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header conditions.
+    #[serde(default)]
+    pub headers: Vec<FieldMatchDoc>,
+    /// Query parameter conditions.
+    #[serde(default)]
+    pub query: Vec<FieldMatchDoc>,
+}
+
+/// A condition on a header or query parameter: exactly one of `value`, `regex`, `present`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMatchDoc {
+    /// Header or parameter name (headers are case-insensitive).
+    pub name: String,
+    /// Equals this value.
+    pub value: Option<String>,
+    /// Matches this regex (unanchored unless it says `^…$`).
+    pub regex: Option<String>,
+    /// `true`: must be present (any value); `false`: must be absent.
+    pub present: Option<bool>,
+}
+
+/// A fixed response.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondDoc {
+    /// Status code (default 200).
+    #[serde(default = "defaults::status_ok")]
+    pub status: u16,
+    /// Response headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Text body; `{name}` is replaced by the path capture `name`.
+    pub body: Option<String>,
+    /// JSON body, written as YAML; sets `content-type: application/json`.
+    pub json: Option<serde_json::Value>,
+}
+
+/// A redirect response.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectDoc {
+    /// 301, 302, 303, 307 or 308 (default 302).
+    #[serde(default = "defaults::status_found")]
+    pub status: u16,
+    /// Target; `{name}` is replaced by the path capture `name`.
+    pub location: String,
+    /// Append the request's query string to the location.
+    #[serde(default)]
+    pub keep_query: bool,
+}
+
+/// A caller of the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerDoc {
+    /// Unique name.
+    pub name: String,
+    /// Groups used by access control.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Free-form labels.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Credentials that identify this consumer.
+    #[serde(default)]
+    pub credentials: CredentialsDoc,
+}
+
+/// A consumer's credentials. Checked by the authentication plugins.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsDoc {
+    /// API keys (use `${ENV}` references, not inline secrets).
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+}
+
+/// A plugin attachment: a one-key mapping `{plugin_name: config}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct PluginDoc(pub BTreeMap<String, serde_json::Value>);
+
+mod defaults {
+    use super::{ByteSize, HumanDuration};
+    use std::time::Duration;
+    pub fn max_header_size() -> ByteSize {
+        ByteSize(16 * 1024)
+    }
+    pub fn max_headers() -> usize {
+        100
+    }
+    pub fn max_uri_length() -> ByteSize {
+        ByteSize(8 * 1024)
+    }
+    pub fn max_body_size() -> ByteSize {
+        ByteSize(10 * 1024 * 1024)
+    }
+    pub fn header_read_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub fn body_read_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub fn max_idle_per_target() -> usize {
+        256
+    }
+    pub fn pool_idle_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+    pub fn status_ok() -> u16 {
+        200
+    }
+    pub fn status_found() -> u16 {
+        302
+    }
+}

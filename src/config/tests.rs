@@ -1,0 +1,111 @@
+//! Loader tests: errors are collected, positioned and explained.
+
+use super::*;
+
+fn load(src: &str) -> Result<LoadedConfig, ConfigErrors> {
+    load_str(src, "test.yaml", &|k| (k == "PORT").then(|| "9000".to_string()))
+}
+
+fn errors(src: &str) -> Vec<String> {
+    load(src).expect_err("should be invalid").errors.iter().map(|e| e.to_string()).collect()
+}
+
+const BASE: &str = "listeners:\n  - { name: main, address: 127.0.0.1:0 }\n";
+
+#[test]
+fn quickstart_is_valid() {
+    let loaded = load(crate::QUICKSTART).expect("quickstart validates");
+    assert_eq!(loaded.doc.listeners.len(), 2);
+}
+
+#[test]
+fn path_errors_carry_path_line_and_column() {
+    let src = format!("{BASE}routes:\n  - name: a\n    match:\n      paths: [\"/ok\", \"nope\"]\n    respond: {{}}\n");
+    let errs = errors(&src);
+    assert_eq!(errs, vec!["routes[0].match.paths[1] (line 6, col 22): path must start with '/' (or '=/' for exact, '~' for a regex)"]);
+}
+
+#[test]
+fn many_errors_are_reported_together() {
+    let src = format!(
+        "{BASE}upstreams:\n  - name: u\n    targets: [{{ address: 'noport' }}]\nroutes:\n  - name: a\n    upstream: missing\n  - name: a\n    respond: {{ status: 'x' }}\n  - name: c\n    match: {{ paths: ['~(' ] }}\n    respond: {{}}\n    bogus: 1\n  - name: d\n    match: {{ paths: ['~(' ] }}\n    respond: {{}}\n"
+    );
+    let errs = errors(&src);
+    let text = errs.join("\n");
+    assert!(text.contains("routes[1].respond.status"), "{text}");
+    assert!(text.contains("unknown field `bogus`"), "{text}");
+    // Every type error is reported at once; reference checks run once types are right.
+    assert_eq!(errs.len(), 2, "{text}");
+    let src2 = format!("{BASE}upstreams:\n  - name: u\n    targets: [{{ address: 'a:1' }}]\nroutes:\n  - name: a\n    upstream: missing\n  - name: a\n    respond: {{}}\n  - name: c\n    match: {{ paths: ['~(' ], headers: [{{ name: 'bad header', value: x }}] }}\n    respond: {{}}\n");
+    let text = errors(&src2).join("\n");
+    assert!(text.contains("routes[0].upstream (line 8, col 15): unknown upstream `missing`"), "{text}");
+    assert!(text.contains("routes[1].name (line 9, col 11): duplicate name `a`"), "{text}");
+    assert!(text.contains("routes[2].match.paths[0]") && text.contains("invalid regex"), "{text}");
+    assert!(text.contains("not a valid header name"), "{text}");
+}
+
+#[test]
+fn wrong_types_unknown_keys_and_sections() {
+    let text = errors("listeners: 5\nroutez: []\n").join("\n");
+    assert!(text.contains("`listeners` must be a list"), "{text}");
+    assert!(text.contains("unknown section `routez`"), "{text}");
+    let text = errors(&format!("{BASE}routes:\n  - name: r\n    priority: high\n    respond: {{}}\n")).join("\n");
+    assert!(text.contains("routes[0].priority (line 5, col 15): invalid type"), "{text}");
+    let text = errors("listeners:\n  - { name: main, address: 127.0.0.1:0, typo: 1 }\n").join("\n");
+    assert!(text.contains("listeners[0]") && text.contains("unknown field `typo`"), "{text}");
+}
+
+#[test]
+fn listeners_overlap_and_bad_addresses() {
+    let text = errors(
+        "listeners:\n  - { name: a, address: 0.0.0.0:8080 }\n  - { name: b, address: 127.0.0.1:8080 }\n  - { name: c, address: 'localhost:80' }\n  - { name: a, address: 127.0.0.1:0 }\n  - { name: e, address: 127.0.0.1:0 }\n",
+    )
+    .join("\n");
+    assert!(text.contains("listeners[1].address") && text.contains("overlaps listeners[0]"), "{text}");
+    assert!(text.contains("listeners[2].address") && text.contains("not IP:PORT"), "{text}");
+    assert!(text.contains("listeners[3].name") && text.contains("duplicate name `a`"), "{text}");
+    assert!(!text.contains("listeners[4]"), "port 0 never overlaps: {text}");
+    assert!(errors("routes: []\n").join("").contains("at least one listener"));
+}
+
+#[test]
+fn env_substitution_in_documents() {
+    let loaded = load("listeners:\n  - { name: m, address: '127.0.0.1:${PORT}' }\n").expect("valid");
+    assert_eq!(loaded.doc.listeners[0].address, "127.0.0.1:9000");
+    let text = errors("listeners:\n  - { name: m, address: '127.0.0.1:${NOPE}' }\n").join("");
+    assert!(text.contains("listeners[0].address (line 2, col 25): environment variable `NOPE` is not set"), "{text}");
+}
+
+#[test]
+fn malformed_yaml_is_positioned() {
+    let text = errors("listeners:\n  - name: [unclosed\n").join("");
+    assert!(text.contains("malformed YAML") && text.contains("line"), "{text}");
+}
+
+#[test]
+fn actions_redirects_and_plugins_are_checked() {
+    let text = errors(&format!(
+        "{BASE}routes:\n  - name: none\n  - name: two\n    respond: {{}}\n    redirect: {{ location: /x }}\n  - name: red\n    match: {{ paths: ['/a/{{id}}'] }}\n    redirect: {{ status: 200, location: '/b/{{idd}}' }}\n  - name: p\n    respond: {{}}\n    plugins: [{{ key_auth: {{}} }}]\n  - name: s\n    respond: {{ status: 99 }}\n    strip_prefix: true\n"
+    ))
+    .join("\n");
+    for needle in [
+        "routes[0] (line 4, col 5): a route needs one action",
+        "routes[1] (line 5, col 5): a route takes only one",
+        "routes[2].redirect.status",
+        "`{idd}` is not a capture",
+        "routes[3].plugins[0].key_auth",
+        "unknown plugin `key_auth`",
+        "routes[4].respond.status",
+        "routes[4].strip_prefix",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn durations_and_sizes_are_human() {
+    let text = errors("listeners:\n  - { name: m, address: 127.0.0.1:0, max_body_size: 10parsecs, header_read_timeout: 5 }\n").join("\n");
+    assert!(text.contains("unknown size unit"), "{text}");
+    let ok = load("listeners:\n  - { name: m, address: 127.0.0.1:0, max_body_size: 1MiB, header_read_timeout: 250ms }\n").expect("valid");
+    assert_eq!(ok.doc.listeners[0].max_body_size.0, 1 << 20);
+}

@@ -1,0 +1,225 @@
+//! The running gateway: owns the workers, the listening sockets and the
+//! current snapshot, and applies new configurations.
+//!
+//! Applying a document: validate and compile it, bind any new listener
+//! addresses, then swap the snapshot in one atomic store, start the new
+//! listeners and stop the removed ones. Any failure before the swap leaves
+//! the old snapshot and listeners serving untouched.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{self, ConfigErrors, LoadedConfig};
+use crate::proxy::Shared;
+use crate::server::{worker_count, BoundListener, ConnTracker, Workers};
+use crate::snapshot::{compile, Snapshot};
+use crate::upstream::PoolRegistry;
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A YAML file, re-read on every reload.
+    File(PathBuf),
+    /// A document held in memory (tests and embedded defaults).
+    Inline(String),
+}
+
+impl ConfigSource {
+    /// Reads and validates the document.
+    pub fn load(&self) -> Result<LoadedConfig, ConfigErrors> {
+        match self {
+            ConfigSource::File(p) => config::load_file(p),
+            ConfigSource::Inline(s) => config::load_str(s, "<inline>", &|k| std::env::var(k).ok()),
+        }
+    }
+}
+
+/// Why a configuration could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The document is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// A listener address could not be bound.
+    #[error("listener `{name}` cannot bind {address}: {source}; is another process using it, or does it need privileges?")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Configured address.
+        address: SocketAddr,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The worker threads could not be started.
+    #[error("cannot start worker threads: {0}")]
+    Workers(io::Error),
+}
+
+struct Control {
+    source: ConfigSource,
+    listeners: HashMap<SocketAddr, BoundListener>,
+    revision: u64,
+    pools: PoolRegistry,
+    workers: Workers,
+}
+
+/// A running gateway. Dropping it stops the workers without draining; call
+/// [`Gateway::shutdown`] for a graceful stop.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    tracker: Arc<ConnTracker>,
+    control: Mutex<Control>,
+}
+
+impl Gateway {
+    /// Loads the configuration, starts the workers and binds every listener.
+    pub fn start(source: ConfigSource) -> Result<Gateway, ApplyError> {
+        let loaded = source.load()?;
+        let n = worker_count(loaded.doc.gateway.workers);
+        let workers = Workers::spawn(n).map_err(ApplyError::Workers)?;
+        let pools = PoolRegistry::default();
+        let snap = compile(&loaded, 1, n, &pools).map_err(|errors| ConfigErrors {
+            source_name: loaded.source_name.clone(),
+            errors,
+        })?;
+        let mut control = Control {
+            source,
+            listeners: HashMap::new(),
+            revision: 1,
+            pools,
+            workers,
+        };
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snap),
+        });
+        let tracker = Arc::new(ConnTracker::default());
+        let snap = shared.snapshot.load_full();
+        let fresh = bind_new(&control, &snap)?;
+        install(&mut control, &snap, fresh, &shared, &tracker);
+        tracing::info!(
+            workers = n,
+            listeners = ?control.listeners.iter().map(|(k, b)| (k.to_string(), b.local.to_string())).collect::<Vec<_>>(),
+            routes = snap.routes.len(),
+            "gateway started"
+        );
+        Ok(Gateway {
+            shared,
+            tracker,
+            control: Mutex::new(control),
+        })
+    }
+
+    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
+        // A panic while holding the lock leaves no partial state worth refusing.
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-reads the configuration source and applies it; returns the new revision.
+    pub fn reload(&self) -> Result<u64, ApplyError> {
+        let source = self.control().source.clone();
+        let loaded = source.load()?;
+        self.apply(loaded)
+    }
+
+    /// Applies a validated document; returns the new revision. On error
+    /// nothing changes.
+    pub fn apply(&self, loaded: LoadedConfig) -> Result<u64, ApplyError> {
+        let mut c = self.control();
+        let n = c.workers.len();
+        if worker_count(loaded.doc.gateway.workers) != n {
+            tracing::warn!("`gateway.workers` changed; the new worker count applies after a restart");
+        }
+        let revision = c.revision + 1;
+        let snap = compile(&loaded, revision, n, &c.pools).map_err(|errors| ConfigErrors {
+            source_name: loaded.source_name.clone(),
+            errors,
+        })?;
+        let snap = Arc::new(snap);
+        let fresh = bind_new(&c, &snap)?;
+        self.shared.snapshot.store(snap.clone());
+        c.revision = revision;
+        install(&mut c, &snap, fresh, &self.shared, &self.tracker);
+        tracing::info!(revision, routes = snap.routes.len(), listeners = snap.listeners.len(), "configuration applied");
+        Ok(revision)
+    }
+
+    /// The snapshot new requests use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// The address a listener is actually bound to (resolves port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        let snap = self.snapshot();
+        let l = snap.listeners.iter().find(|l| &*l.name == name)?;
+        self.control().listeners.get(&l.address).map(|b| b.local)
+    }
+
+    /// Client connections open now.
+    pub fn active_connections(&self) -> usize {
+        self.tracker.active()
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to the
+    /// configured grace period, then stops the workers. Returns true when
+    /// every connection drained in time.
+    pub async fn shutdown(&self) -> bool {
+        let grace = self.snapshot().settings.shutdown_grace;
+        for l in self.control().listeners.values() {
+            l.stop();
+        }
+        let drained = self.tracker.wait_drained(grace).await;
+        if !drained {
+            tracing::warn!(open = self.tracker.active(), "grace period over; closing remaining connections");
+        }
+        let mut c = self.control();
+        c.listeners.clear();
+        c.workers.stop_and_join();
+        drained
+    }
+}
+
+/// Binds the listener addresses of `snap` that are not bound yet.
+fn bind_new(c: &Control, snap: &Snapshot) -> Result<Vec<(SocketAddr, BoundListener)>, ApplyError> {
+    let mut fresh = Vec::new();
+    for l in &snap.listeners {
+        if c.listeners.contains_key(&l.address) {
+            continue;
+        }
+        let bound = BoundListener::bind(l.address, c.workers.len()).map_err(|source| ApplyError::Bind {
+            name: l.name.to_string(),
+            address: l.address,
+            source,
+        })?;
+        fresh.push((l.address, bound));
+    }
+    Ok(fresh)
+}
+
+/// Starts freshly bound listeners and stops those `snap` no longer has.
+fn install(
+    c: &mut Control,
+    snap: &Snapshot,
+    fresh: Vec<(SocketAddr, BoundListener)>,
+    shared: &Arc<Shared>,
+    tracker: &Arc<ConnTracker>,
+) {
+    for (addr, mut bound) in fresh {
+        bound.start(addr, c.workers.handles(), shared, tracker);
+        tracing::info!(address = %bound.local, "listening");
+        c.listeners.insert(addr, bound);
+    }
+    c.listeners.retain(|addr, bound| {
+        let keep = snap.listener(addr).is_some();
+        if !keep {
+            tracing::info!(address = %bound.local, "listener removed; draining its connections");
+            bound.stop();
+        }
+        keep
+    });
+}

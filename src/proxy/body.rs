@@ -1,0 +1,149 @@
+//! Body types and the guard that streams a body while enforcing a size limit,
+//! an idle timeout and an absolute deadline. Bodies are never buffered here.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use tokio::time::{Instant, Sleep};
+
+/// Errors carried inside bodies; any error type may appear in the chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of requests sent upstream and of responses sent to clients.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// A body with fixed contents.
+pub fn full(data: impl Into<Bytes>) -> ProxyBody {
+    Full::new(data.into()).map_err(|never| match never {}).boxed()
+}
+
+/// An empty body.
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// Why a guarded body stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// More bytes arrived than the configured limit allows.
+    #[error("body is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    /// No bytes arrived for the idle timeout.
+    #[error("no body data for {0:?}")]
+    Idle(Duration),
+    /// The exchange's deadline passed while the body was streaming.
+    #[error("deadline passed while streaming the body")]
+    Deadline,
+}
+
+impl BodyError {
+    /// Finds a `BodyError` in an error's source chain.
+    pub fn find(mut err: &(dyn std::error::Error + 'static)) -> Option<BodyError> {
+        loop {
+            if let Some(b) = err.downcast_ref::<BodyError>() {
+                return Some(*b);
+            }
+            err = err.source()?;
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Streams `inner`, failing with a [`BodyError`] when a limit is crossed.
+    pub struct GuardedBody<B> {
+        #[pin]
+        inner: B,
+        limit: Option<u64>,
+        seen: u64,
+        idle: Option<Duration>,
+        deadline: Option<Instant>,
+        timer: Option<Pin<Box<Sleep>>>,
+        armed: bool,
+    }
+}
+
+impl<B> GuardedBody<B> {
+    /// Wraps `inner`. `limit` caps the total bytes, `idle` the pause between
+    /// chunks, `deadline` the moment by which the body must be complete.
+    pub fn new(inner: B, limit: Option<u64>, idle: Option<Duration>, deadline: Option<Instant>) -> Self {
+        GuardedBody {
+            inner,
+            limit,
+            seen: 0,
+            idle,
+            deadline,
+            timer: None,
+            armed: false,
+        }
+    }
+}
+
+impl<B> Body for GuardedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                *this.armed = false;
+                if let (Some(limit), Some(data)) = (*this.limit, frame.data_ref()) {
+                    *this.seen += data.len() as u64;
+                    if *this.seen > limit {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(limit).into())));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.idle.is_none() && this.deadline.is_none() {
+                    return Poll::Pending;
+                }
+                if !*this.armed {
+                    // The idle window starts when we first wait after progress.
+                    let idle_at = this.idle.map(|d| Instant::now() + d);
+                    let at = match (idle_at, *this.deadline) {
+                        (Some(a), Some(b)) => a.min(b),
+                        (Some(a), None) => a,
+                        (None, Some(b)) => b,
+                        (None, None) => return Poll::Pending,
+                    };
+                    match this.timer {
+                        Some(t) => t.as_mut().reset(at),
+                        None => *this.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                    }
+                    *this.armed = true;
+                }
+                let Some(timer) = this.timer.as_mut() else {
+                    return Poll::Pending;
+                };
+                ready!(timer.as_mut().poll(cx));
+                let err = if this.deadline.is_some_and(|d| Instant::now() >= d) {
+                    BodyError::Deadline
+                } else {
+                    BodyError::Idle(this.idle.unwrap_or_default())
+                };
+                Poll::Ready(Some(Err(err.into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,155 @@
+//! The upstream phase: pick a target, rewrite the request for it (hop-by-hop
+//! headers, forwarding headers, Host policy, request ID), send it over a
+//! pooled connection with timeouts, and stream the response back.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::{BodyError, GuardedBody, ProxyBody};
+use super::errors::GatewayError;
+use super::headers::{set_forwarded, strip_hop_by_hop, ClientInfo};
+use super::pipeline::ConnInfo;
+use crate::config::HostHeader;
+use crate::snapshot::{Listener, ProxyAction, Snapshot};
+
+static VIA: HeaderValue = HeaderValue::from_static("1.1 portcullis");
+
+/// Everything the upstream phase needs besides the request.
+pub struct Forward<'a> {
+    /// The route's proxy settings.
+    pub action: &'a ProxyAction,
+    /// The listener the request came in on.
+    pub listener: &'a Listener,
+    /// The client connection.
+    pub conn: &'a ConnInfo,
+    /// The snapshot of this request.
+    pub snap: &'a Snapshot,
+    /// The request ID.
+    pub rid: &'a HeaderValue,
+    /// The path to send upstream (normalized, prefix stripped if asked).
+    pub path: &'a str,
+    /// Request body limit.
+    pub body_limit: u64,
+}
+
+fn timeout_error(what: &str) -> GatewayError {
+    GatewayError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("the upstream did not {what} in time"))
+}
+
+/// Maps a failed upstream exchange to the client-facing error.
+fn classify(err: &hyper_util::client::legacy::Error) -> GatewayError {
+    if let Some(b) = BodyError::find(err) {
+        return match b {
+            BodyError::TooLarge(limit) => GatewayError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {limit} bytes"),
+            )
+            .closing(),
+            BodyError::Idle(_) => GatewayError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body stopped arriving",
+            )
+            .closing(),
+            BodyError::Deadline => timeout_error("answer"),
+        };
+    }
+    if err.is_connect() {
+        let mut src = std::error::Error::source(err);
+        let mut timed_out = false;
+        while let Some(e) = src {
+            timed_out |= e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+            src = e.source();
+        }
+        if timed_out {
+            return timeout_error("accept the connection");
+        }
+        return GatewayError::new(StatusCode::BAD_GATEWAY, "upstream_unreachable", "the upstream could not be reached");
+    }
+    GatewayError::new(StatusCode::BAD_GATEWAY, "upstream_error", "the upstream closed the connection or sent an invalid response")
+}
+
+/// Proxies `req` upstream and returns the upstream's response (or a gateway error).
+pub async fn forward(req: Request<Incoming>, f: Forward<'_>) -> Result<Response<ProxyBody>, GatewayError> {
+    let started = Instant::now();
+    let a = f.action;
+    let target = a.upstream.pick().ok_or_else(|| {
+        GatewayError::new(StatusCode::SERVICE_UNAVAILABLE, "no_upstream_target", "no upstream target is available")
+    })?;
+    let (mut parts, body) = req.into_parts();
+
+    let pq = match parts.uri.query() {
+        Some(q) => PathAndQuery::try_from(format!("{}?{q}", f.path)),
+        None => PathAndQuery::try_from(f.path),
+    }
+    .map_err(|_| GatewayError::new(StatusCode::BAD_REQUEST, "bad_request_target", "the request target is invalid"))?;
+    let client_host: Option<HeaderValue> = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+    parts.uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(target.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| GatewayError::new(StatusCode::BAD_REQUEST, "bad_request_target", "the request target is invalid"))?;
+    parts.version = Version::HTTP_11;
+
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    // The gateway already answered (or skipped) `100-continue` for the client.
+    h.remove(header::EXPECT);
+    let peer = f.conn.peer.ip();
+    set_forwarded(
+        h,
+        &ClientInfo {
+            peer,
+            trusted: f.listener.trusted_proxies.iter().any(|n| n.contains(&peer)),
+            proto: f.conn.scheme,
+            host: client_host.as_ref(),
+        },
+    );
+    h.insert(f.snap.settings.request_id_header.clone(), f.rid.clone());
+    match a.host_header {
+        HostHeader::Upstream => {
+            h.insert(header::HOST, target.host_header.clone());
+        }
+        HostHeader::Preserve => {
+            if let Some(host) = client_host {
+                h.insert(header::HOST, host);
+            }
+        }
+    }
+    if f.snap.settings.via {
+        h.append(header::VIA, VIA.clone());
+    }
+
+    let body = GuardedBody::new(body, Some(f.body_limit), Some(f.listener.limits.body_read_timeout), None);
+    let up_req = Request::from_parts(parts, body.boxed());
+
+    let t = a.timeouts;
+    let deadline = t.total.map(|d| started + d);
+    let head_wait: Duration = match t.total {
+        Some(total) => t.read.min(total),
+        None => t.read,
+    };
+    let resp = match tokio::time::timeout(head_wait, a.pool.client().request(up_req)).await {
+        Err(_) => return Err(timeout_error("answer")),
+        Ok(Err(e)) => {
+            tracing::debug!(target: "portcullis::proxy", upstream = %a.upstream.name, target = %target.address, error = ?e, "upstream exchange failed");
+            return Err(classify(&e));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = GuardedBody::new(body, None, Some(t.read), deadline);
+    Ok(Response::from_parts(parts, body.boxed()))
+}

@@ -1,0 +1,14 @@
+//! The proxy pipeline: what happens to each request between the listener and
+//! the upstream. See `pipeline` for the phase order.
+
+pub mod actions;
+pub mod body;
+pub mod errors;
+pub mod forward;
+pub mod headers;
+pub mod pipeline;
+pub mod request_id;
+pub mod template;
+
+pub use errors::GatewayError;
+pub use pipeline::{handle, ConnInfo, Shared};

@@ -1,0 +1,225 @@
+//! The per-request pipeline: protocol checks, routing, then the route's
+//! action (respond, redirect or proxy). Runs once per request on the snapshot
+//! loaded when the request arrived; later phases (access, cache, transforms)
+//! slot in between routing and the action.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use super::body::ProxyBody;
+use super::errors::GatewayError;
+use super::{actions, forward, request_id};
+use crate::routing::normalize::normalize_path;
+use crate::routing::{Lookup, RouteInput};
+use crate::snapshot::{Action, Listener, Snapshot};
+
+/// State shared by every connection: the current snapshot.
+#[derive(Debug)]
+pub struct Shared {
+    /// The snapshot new requests use; swapped atomically on reload.
+    pub snapshot: ArcSwap<Snapshot>,
+}
+
+/// Facts about one client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The configured address of the listener the connection arrived on
+    /// (its key in the snapshot; differs from the bound address for port 0).
+    pub listener: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+}
+
+static VIA: HeaderValue = HeaderValue::from_static("1.1 portcullis");
+
+/// Handles one request end to end; never fails (errors become JSON responses).
+pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<ProxyBody> {
+    let snap: Arc<Snapshot> = shared.snapshot.load_full();
+    let rid_name = &snap.settings.request_id_header;
+    let rid = request_id::from_client(req.headers().get(rid_name));
+    let mut resp = match snap.listener(&conn.listener) {
+        Some(listener) => match route_and_act(req, conn, &snap, listener, &rid).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(&rid),
+        },
+        None => GatewayError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "listener_closed",
+            "this listener was removed from the configuration; reconnect",
+        )
+        .closing()
+        .into_response(&rid),
+    };
+    let h = resp.headers_mut();
+    h.insert(rid_name.clone(), rid);
+    if snap.settings.via {
+        h.append(header::VIA, VIA.clone());
+    }
+    resp
+}
+
+/// The request's host for routing: the absolute-form authority wins over
+/// `Host` (RFC 9112 §3.2.2); lowercase, without port.
+fn request_host(req: &Request<Incoming>) -> Result<Option<Cow<'_, str>>, GatewayError> {
+    let bad = |m: &str| GatewayError::new(StatusCode::BAD_REQUEST, "bad_host", m.to_string()).closing();
+    let raw: Option<&str> = if let Some(a) = req.uri().authority() {
+        Some(a.as_str())
+    } else {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let first = hosts.next();
+        if hosts.next().is_some() {
+            return Err(bad("more than one Host header"));
+        }
+        match first {
+            Some(v) => Some(v.to_str().map_err(|_| bad("Host header is not valid text"))?),
+            None if req.version() == Version::HTTP_11 => return Err(bad("HTTP/1.1 requests need a Host header")),
+            None => None,
+        }
+    };
+    let Some(raw) = raw else { return Ok(None) };
+    let (host, port) = if let Some(v6) = raw.strip_prefix('[') {
+        let (h, rest) = v6.split_once(']').ok_or_else(|| bad("Host header is malformed"))?;
+        (h, rest.strip_prefix(':').or(Some(rest).filter(|r| r.is_empty())).ok_or_else(|| bad("Host header is malformed"))?)
+    } else {
+        raw.rsplit_once(':').unwrap_or((raw, ""))
+    };
+    if !port.bytes().all(|b| b.is_ascii_digit()) || host.is_empty() {
+        return Err(bad("Host header is malformed"));
+    }
+    if host.bytes().any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@') {
+        return Err(bad("Host header is malformed"));
+    }
+    Ok(Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }))
+}
+
+/// Rejects request shapes the gateway does not accept, before routing.
+fn check_request(req: &Request<Incoming>, listener: &Listener) -> Result<(), GatewayError> {
+    if req.method() == Method::CONNECT {
+        return Err(GatewayError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "connect_not_allowed",
+            "CONNECT tunnels are not enabled on this gateway",
+        ));
+    }
+    // hyper rejects a non-chunked final coding; anything besides plain `chunked`
+    // would reach the upstream re-framed but still coded, so refuse it.
+    if let Some(te) = req.headers().get(header::TRANSFER_ENCODING) {
+        let plain = te.as_bytes().eq_ignore_ascii_case(b"chunked");
+        if !plain || req.headers().get_all(header::TRANSFER_ENCODING).iter().count() > 1 {
+            return Err(GatewayError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_framing",
+                "only `Transfer-Encoding: chunked` is accepted",
+            )
+            .closing());
+        }
+    }
+    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > listener.limits.max_uri_length {
+        return Err(GatewayError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is longer than {} bytes", listener.limits.max_uri_length),
+        ));
+    }
+    if req.uri().path() == "*" || !req.uri().path().starts_with('/') {
+        return Err(GatewayError::new(StatusCode::BAD_REQUEST, "bad_request_target", "the request target must be a path"));
+    }
+    Ok(())
+}
+
+async fn route_and_act(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    snap: &Snapshot,
+    listener: &Listener,
+    rid: &HeaderValue,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    check_request(&req, listener)?;
+    let host = request_host(&req)?;
+    let path = normalize_path(req.uri().path());
+    let lookup = listener.router.lookup(&RouteInput {
+        host: host.as_deref().unwrap_or(""),
+        path: &path,
+        method: req.method(),
+        headers: req.headers(),
+        query: req.uri().query(),
+    });
+    let m = match lookup {
+        Lookup::Found(m) => m,
+        Lookup::NotFound => {
+            return Err(GatewayError::new(StatusCode::NOT_FOUND, "route_not_found", "no route matches this request"))
+        }
+        Lookup::MethodNotAllowed(allowed) => {
+            let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            let mut resp = GatewayError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed here; allowed: {allow}", req.method()),
+            )
+            .into_response(rid);
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            return Ok(resp);
+        }
+    };
+    let route = &snap.routes[m.route as usize];
+    let limit = route.max_body_size.unwrap_or(listener.limits.max_body_size);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        // Answered before the body is read, so no `100 Continue` is sent.
+        return Err(GatewayError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+        .closing());
+    }
+    let pattern = m.path.map(|i| &route.paths[i as usize]);
+    match &route.action {
+        Action::Respond(a) => Ok(actions::respond(a, pattern, &path)),
+        Action::Redirect(a) => Ok(actions::redirect(a, pattern, &path, req.uri().query())),
+        Action::Proxy(a) => {
+            let strip = if a.strip_prefix {
+                pattern.and_then(|p| p.captures(&path)).map_or(0, |(_, n)| n)
+            } else {
+                0
+            };
+            let upstream_path = match &path[strip..] {
+                p if p.starts_with('/') => p.to_string(),
+                // A regex may end mid-segment; keep the path absolute.
+                p => format!("/{p}"),
+            };
+            forward::forward(
+                req,
+                forward::Forward {
+                    action: a,
+                    listener,
+                    conn,
+                    snap,
+                    rid,
+                    path: &upstream_path,
+                    body_limit: limit,
+                },
+            )
+            .await
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Live reload triggers for a running node: the config file is polled for
+//! changes, and `SIGHUP` forces a reload. Polling (rather than inotify)
+//! also catches editors that replace the file and Kubernetes ConfigMap
+//! symlink swaps. A file whose content did not change is not re-applied.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::gateway::Gateway;
+
+fn fingerprint(path: &Path) -> Option<(SystemTime, u64, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    let content = std::fs::read(path).ok()?;
+    let mut h = DefaultHasher::new();
+    content.hash(&mut h);
+    Some((meta.modified().ok()?, meta.len(), h.finish()))
+}
+
+/// Reloads and logs the outcome; invalid documents are logged with every error.
+pub fn reload_and_log(gw: &Gateway, why: &str) {
+    match gw.reload() {
+        Ok(rev) => tracing::info!(revision = rev, trigger = why, "reloaded configuration"),
+        Err(e) => tracing::error!(trigger = why, "reload rejected, previous configuration keeps serving:\n{e}"),
+    }
+}
+
+/// Polls `path` every `interval` and reloads when its content changes.
+pub async fn watch_file(gw: Arc<Gateway>, path: PathBuf, interval: Duration) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut last = fingerprint(&path).map(|f| f.2);
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some((_, _, hash)) = fingerprint(&path) else { continue };
+        if last != Some(hash) {
+            last = Some(hash);
+            reload_and_log(&gw, "file changed");
+        }
+    }
+}
+
+/// Reloads on every `SIGHUP` until the process ends.
+pub async fn reload_on_sighup(gw: Arc<Gateway>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler; reload by editing the file");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        reload_and_log(&gw, "SIGHUP");
+    }
+}
+
+/// Resolves when `SIGTERM` or `SIGINT` arrives.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

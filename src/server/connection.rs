@@ -1,0 +1,102 @@
+//! Serving one client connection with hyper's HTTP/1.1 server, configured
+//! from the listener's limits, and draining it gracefully on shutdown or when
+//! its listener is removed.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+
+use crate::proxy::{handle, ConnInfo, Shared};
+
+/// Counts open client connections so shutdown can wait for them.
+#[derive(Debug, Default)]
+pub struct ConnTracker {
+    active: AtomicUsize,
+    drained: Notify,
+}
+
+/// Held by a connection task; leaving decrements the count.
+#[derive(Debug)]
+pub struct ConnGuard(Arc<ConnTracker>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+impl ConnTracker {
+    /// Registers a new connection.
+    pub fn enter(self: &Arc<Self>) -> ConnGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ConnGuard(self.clone())
+    }
+
+    /// Open connections now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Waits until no connection is open or `limit` passes; true when drained.
+    pub async fn wait_drained(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.drained.notified();
+            if self.active() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.active() == 0;
+            }
+        }
+    }
+}
+
+/// Serves `stream` until the client leaves, an error occurs, or `stop` fires
+/// (then in-flight requests finish and the connection closes).
+pub async fn serve_connection(
+    stream: TcpStream,
+    info: ConnInfo,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    _guard: ConnGuard,
+) {
+    let _ = stream.set_nodelay(true);
+    let limits = shared.snapshot.load().listener(&info.listener).map(|l| l.limits);
+    let Some(limits) = limits else { return };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_size)
+        .max_buf_size(limits.max_header_size.max(8192) * 2 + 64 * 1024);
+    if limits.max_headers != 100 {
+        // hyper's default is 100 on the stack; other values cost a heap buffer.
+        builder.max_headers(limits.max_headers);
+    }
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(req, &info, &shared).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %info.peer, error = %e, "client connection ended with an error");
+    }
+}

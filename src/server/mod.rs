@@ -1,0 +1,10 @@
+//! The accept phase: worker event loops, listening sockets and client
+//! connections.
+
+pub mod connection;
+pub mod listener;
+pub mod workers;
+
+pub use connection::ConnTracker;
+pub use listener::BoundListener;
+pub use workers::{worker_count, Workers};

@@ -1,0 +1,85 @@
+//! Worker threads: one single-threaded event loop per core, like nginx
+//! workers. Each worker accepts on its own `SO_REUSEPORT` socket and keeps its
+//! own upstream connections, so a request never crosses threads.
+
+use std::io;
+use std::thread::JoinHandle;
+
+use tokio::runtime::{Builder, Handle};
+use tokio::sync::watch;
+
+use crate::upstream::pool::set_worker_index;
+
+/// The running worker threads.
+#[derive(Debug)]
+pub struct Workers {
+    handles: Vec<Handle>,
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// How many workers `requested` means: 0 is one per available core.
+pub fn worker_count(requested: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Workers {
+    /// Starts `n` worker threads and waits until each runs its event loop.
+    pub fn spawn(n: usize) -> io::Result<Workers> {
+        let (stop, _) = watch::channel(false);
+        let mut handles = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = Builder::new_current_thread().enable_all().build()?;
+            handles.push(rt.handle().clone());
+            let mut stop_rx = stop.subscribe();
+            let t = std::thread::Builder::new()
+                .name(format!("portcullis-w{i}"))
+                .spawn(move || {
+                    set_worker_index(i);
+                    rt.block_on(async move {
+                        // Runs until told to stop, or until the gateway is gone.
+                        while !*stop_rx.borrow_and_update() {
+                            if stop_rx.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                })?;
+            threads.push(t);
+        }
+        Ok(Workers { handles, stop, threads })
+    }
+
+    /// The workers' runtime handles, for spawning accept loops on each.
+    pub fn handles(&self) -> &[Handle] {
+        &self.handles
+    }
+
+    /// Number of workers.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// True when there are no workers.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Stops every event loop (dropping whatever still runs on it) and joins the threads.
+    pub fn stop_and_join(&mut self) {
+        let _ = self.stop.send(true);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}

@@ -1,0 +1,389 @@
+//! The compiled, immutable runtime form of a configuration: per-listener
+//! routers, routes with their actions, upstreams with their pools. Built once
+//! per accepted document and published with one atomic pointer swap; requests
+//! in flight keep the snapshot they started with.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use ipnet::IpNet;
+
+use crate::config::validate::{parse_cidr, parse_target};
+use crate::config::{self, ConfigError, Document, HostHeader, LoadedConfig, TimeoutsDoc};
+use crate::proxy::template::Template;
+use crate::routing::{Conditions, HostPattern, PathPattern, RouteSpec, Router, ValueTest};
+use crate::upstream::{PoolKey, PoolRegistry, Target, Timeouts, Upstream};
+
+/// Process-wide settings of a snapshot.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Worker threads requested (0 = one per core). Applied at start only.
+    pub workers: usize,
+    /// Grace period for draining on shutdown.
+    pub shutdown_grace: Duration,
+    /// Add `Via` headers.
+    pub via: bool,
+    /// The request ID header name.
+    pub request_id_header: HeaderName,
+    /// Config file poll interval (zero disables watching).
+    pub watch_interval: Duration,
+}
+
+/// Client-side protocol limits of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head in bytes (431 beyond).
+    pub max_header_size: usize,
+    /// Most header fields (431 beyond).
+    pub max_headers: usize,
+    /// Longest request target (414 beyond).
+    pub max_uri_length: usize,
+    /// Largest request body (413 beyond), unless the route overrides it.
+    pub max_body_size: u64,
+    /// Time for a complete request head (also the keep-alive idle limit).
+    pub header_read_timeout: Duration,
+    /// Longest pause within a request body (408 beyond).
+    pub body_read_timeout: Duration,
+}
+
+/// A compiled listener.
+#[derive(Debug)]
+pub struct Listener {
+    /// Name from the config.
+    pub name: Arc<str>,
+    /// Address to bind; sockets are keyed by it across reloads.
+    pub address: SocketAddr,
+    /// Protocol limits.
+    pub limits: Limits,
+    /// Peers whose forwarding headers are trusted.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Routes served on this listener.
+    pub router: Router,
+}
+
+/// What a matched route does.
+#[derive(Debug)]
+pub enum Action {
+    /// Proxy to an upstream.
+    Proxy(ProxyAction),
+    /// Answer with a fixed response.
+    Respond(RespondAction),
+    /// Answer with a redirect.
+    Redirect(RedirectAction),
+}
+
+/// Proxying options of a route.
+#[derive(Debug)]
+pub struct ProxyAction {
+    /// The upstream.
+    pub upstream: Arc<Upstream>,
+    /// The connection pool (the upstream's, or the route's own when it overrides the connect timeout).
+    pub pool: Arc<crate::upstream::Pool>,
+    /// Remove the matched prefix from the upstream path.
+    pub strip_prefix: bool,
+    /// Host header policy.
+    pub host_header: HostHeader,
+    /// Effective timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// A fixed response.
+#[derive(Debug)]
+pub struct RespondAction {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers, parsed.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Body template.
+    pub body: Template,
+}
+
+/// A redirect.
+#[derive(Debug)]
+pub struct RedirectAction {
+    /// 301/302/303/307/308.
+    pub status: StatusCode,
+    /// Location template.
+    pub location: Template,
+    /// Append the request's query string.
+    pub keep_query: bool,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Name from the config.
+    pub name: Arc<str>,
+    /// Path patterns (for captures and prefix stripping after a match).
+    pub paths: Vec<PathPattern>,
+    /// What to do.
+    pub action: Action,
+    /// Body limit override.
+    pub max_body_size: Option<u64>,
+}
+
+/// The immutable configuration every request reads.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every accepted configuration.
+    pub revision: u64,
+    /// When this snapshot was built.
+    pub built_at: SystemTime,
+    /// Process-wide settings.
+    pub settings: Settings,
+    /// Listeners, in config order.
+    pub listeners: Vec<Listener>,
+    /// Routes, in config order; routers refer to them by index.
+    pub routes: Vec<Route>,
+}
+
+impl Snapshot {
+    /// The listener bound to `addr`, if this snapshot still has it.
+    pub fn listener(&self, addr: &SocketAddr) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.address == *addr)
+    }
+}
+
+fn resolve(doc: &TimeoutsDoc, base: Timeouts) -> Timeouts {
+    Timeouts {
+        connect: doc.connect.map_or(base.connect, |d| d.0),
+        read: doc.read.map_or(base.read, |d| d.0),
+        total: doc.total.map(|d| d.0).or(base.total),
+    }
+}
+
+/// Compiles a validated document. Errors here are rare (validation catches
+/// them first) but are still reported with their position, never panicked on.
+pub fn compile(
+    loaded: &LoadedConfig,
+    revision: u64,
+    workers: usize,
+    pools: &PoolRegistry,
+) -> Result<Snapshot, Vec<ConfigError>> {
+    let doc: &Document = &loaded.doc;
+    let mut errors = Vec::new();
+    let mut err = |path: String, msg: String| {
+        errors.push(ConfigError::at(&path, loaded.positions.find(&path), msg));
+    };
+
+    let g = &doc.gateway;
+    let settings = Settings {
+        workers: g.workers,
+        shutdown_grace: g.shutdown_grace.0,
+        via: g.via,
+        request_id_header: HeaderName::from_bytes(g.request_id_header.to_ascii_lowercase().as_bytes())
+            .unwrap_or(HeaderName::from_static("x-request-id")),
+        watch_interval: g.watch_interval.0,
+    };
+
+    let mut upstreams: Vec<(Arc<Upstream>, PoolKey)> = Vec::new();
+    for (i, u) in doc.upstreams.iter().enumerate() {
+        let mut targets = Vec::new();
+        for (j, t) in u.targets.iter().enumerate() {
+            let parsed = parse_target(&t.address).and_then(|_| {
+                let authority = t.address.parse().map_err(|e| format!("invalid address: {e}"))?;
+                let host_header = HeaderValue::from_str(&t.address).map_err(|e| e.to_string())?;
+                Ok((authority, host_header))
+            });
+            match parsed {
+                Ok((authority, host_header)) => targets.push(Target {
+                    address: t.address.as_str().into(),
+                    authority,
+                    host_header,
+                    weight: t.weight,
+                }),
+                Err(e) => err(format!("upstreams[{i}].targets[{j}].address"), e),
+            }
+        }
+        let timeouts = resolve(&u.timeouts, Timeouts::DEFAULT);
+        let key = PoolKey {
+            upstream: u.name.clone(),
+            connect_timeout: timeouts.connect,
+            idle_timeout: u.idle_timeout.0,
+            max_idle_per_target: u.max_idle_per_target,
+        };
+        upstreams.push((Arc::new(Upstream::new(&u.name, targets, timeouts)), key));
+    }
+
+    let mut routes = Vec::new();
+    let mut specs: Vec<(Vec<String>, RouteSpec)> = Vec::new();
+    for (i, r) in doc.routes.iter().enumerate() {
+        let p = format!("routes[{i}]");
+        let mut paths = Vec::new();
+        for (j, s) in r.matcher.paths.iter().enumerate() {
+            match PathPattern::parse(s) {
+                Ok(pat) => paths.push(pat),
+                Err(e) => err(format!("{p}.match.paths[{j}]"), e),
+            }
+        }
+        let hosts: Vec<HostPattern> = r.matcher.hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect();
+        let captures: Vec<String> = paths.iter().flat_map(PathPattern::capture_names).collect();
+        let conditions = match compile_conditions(&r.matcher) {
+            Ok(c) => c,
+            Err((path, e)) => {
+                err(format!("{p}.match.{path}"), e);
+                Conditions::default()
+            }
+        };
+        let action = if let Some(name) = &r.upstream {
+            let Some((up, key)) = upstreams.iter().find(|(u, _)| &*u.name == name) else {
+                err(format!("{p}.upstream"), format!("unknown upstream `{name}`"));
+                continue;
+            };
+            let timeouts = resolve(&r.timeouts, up.timeouts);
+            let key = PoolKey {
+                connect_timeout: timeouts.connect,
+                ..key.clone()
+            };
+            Action::Proxy(ProxyAction {
+                upstream: up.clone(),
+                pool: pools.get(key, workers),
+                strip_prefix: r.strip_prefix,
+                host_header: r.host_header,
+                timeouts,
+            })
+        } else if let Some(resp) = &r.respond {
+            let body_text = match (&resp.body, &resp.json) {
+                (Some(b), _) => b.clone(),
+                (None, Some(j)) => j.to_string(),
+                (None, None) => String::new(),
+            };
+            let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
+            if resp.json.is_some() {
+                headers.push((http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+            }
+            for (k, v) in &resp.headers {
+                match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                    (Ok(k), Ok(v)) => {
+                        headers.retain(|(n, _)| *n != k);
+                        headers.push((k, v));
+                    }
+                    _ => err(format!("{p}.respond.headers.{k}"), "invalid header".into()),
+                }
+            }
+            Action::Respond(RespondAction {
+                status: StatusCode::from_u16(resp.status).unwrap_or(StatusCode::OK),
+                headers,
+                body: Template::parse(&body_text, &captures, false).unwrap_or_else(|e| {
+                    err(format!("{p}.respond.body"), e);
+                    Template::parse("", &[], false).expect("an empty template always parses")
+                }),
+            })
+        } else if let Some(red) = &r.redirect {
+            Action::Redirect(RedirectAction {
+                status: StatusCode::from_u16(red.status).unwrap_or(StatusCode::FOUND),
+                location: Template::parse(&red.location, &captures, true).unwrap_or_else(|e| {
+                    err(format!("{p}.redirect.location"), e);
+                    Template::parse("/", &[], false).expect("a plain template always parses")
+                }),
+                keep_query: red.keep_query,
+            })
+        } else {
+            err(p.clone(), "a route needs an action".into());
+            continue;
+        };
+        specs.push((
+            r.listeners.clone(),
+            RouteSpec {
+                route: routes.len() as u32,
+                priority: r.priority,
+                hosts,
+                paths: paths.clone(),
+                conditions,
+            },
+        ));
+        routes.push(Route {
+            name: r.name.as_str().into(),
+            paths,
+            action,
+            max_body_size: r.max_body_size.map(|s| s.0),
+        });
+    }
+
+    let mut listeners = Vec::new();
+    for (i, l) in doc.listeners.iter().enumerate() {
+        let Ok(address) = l.address.parse::<SocketAddr>() else {
+            err(format!("listeners[{i}].address"), "not IP:PORT".into());
+            continue;
+        };
+        let router_specs: Vec<RouteSpec> = specs
+            .iter()
+            .filter(|(ls, _)| ls.is_empty() || ls.iter().any(|n| *n == l.name))
+            .map(|(_, s)| RouteSpec {
+                route: s.route,
+                priority: s.priority,
+                hosts: s.hosts.clone(),
+                paths: s.paths.clone(),
+                conditions: s.conditions.clone(),
+            })
+            .collect();
+        listeners.push(Listener {
+            name: l.name.as_str().into(),
+            address,
+            limits: Limits {
+                max_header_size: l.max_header_size.0 as usize,
+                max_headers: l.max_headers,
+                max_uri_length: l.max_uri_length.0 as usize,
+                max_body_size: l.max_body_size.0,
+                header_read_timeout: l.header_read_timeout.0,
+                body_read_timeout: l.body_read_timeout.0,
+            },
+            trusted_proxies: l.trusted_proxies.iter().filter_map(|t| parse_cidr(t)).collect(),
+            router: Router::new(router_specs),
+        });
+    }
+    drop(err);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Snapshot {
+        revision,
+        built_at: SystemTime::now(),
+        settings,
+        listeners,
+        routes,
+    })
+}
+
+/// Compiles method, header and query conditions; the error names the failing field.
+fn compile_conditions(m: &config::MatchDoc) -> Result<Conditions, (String, String)> {
+    let methods = if m.methods.is_empty() {
+        None
+    } else {
+        let mut out = Vec::new();
+        for (j, s) in m.methods.iter().enumerate() {
+            let method = Method::from_bytes(s.to_ascii_uppercase().as_bytes())
+                .map_err(|_| (format!("methods[{j}]"), format!("`{s}` is not an HTTP method")))?;
+            out.push(method);
+        }
+        Some(out)
+    };
+    let test = |f: &config::FieldMatchDoc, path: String| -> Result<ValueTest, (String, String)> {
+        match (&f.value, &f.regex, f.present) {
+            (Some(v), None, None) => Ok(ValueTest::Equals(v.clone())),
+            (None, Some(r), None) => regex::Regex::new(r)
+                .map(ValueTest::Regex)
+                .map_err(|e| (format!("{path}.regex"), e.to_string())),
+            (None, None, Some(p)) => Ok(ValueTest::Present(p)),
+            _ => Err((path, "give exactly one of `value`, `regex` or `present`".into())),
+        }
+    };
+    let mut headers = Vec::new();
+    for (j, f) in m.headers.iter().enumerate() {
+        let name = HeaderName::from_bytes(f.name.as_bytes())
+            .map_err(|_| (format!("headers[{j}].name"), "invalid header name".to_string()))?;
+        headers.push((name, test(f, format!("headers[{j}]"))?));
+    }
+    let mut query = Vec::new();
+    for (j, f) in m.query.iter().enumerate() {
+        query.push((f.name.clone(), test(f, format!("query[{j}]"))?));
+    }
+    Ok(Conditions {
+        methods,
+        headers,
+        query,
+    })
+}
