@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use crate::config::{self, ConfigErrors, LoadedConfig};
 use crate::proxy::Shared;
 use crate::server::{worker_count, BoundListener, ConnTracker, Workers};
-use crate::snapshot::{compile, Snapshot};
+use crate::snapshot::{compile, ListenerKey, Snapshot};
 use crate::upstream::PoolRegistry;
 
 /// Where the configuration comes from.
@@ -62,7 +62,7 @@ pub enum ApplyError {
 
 struct Control {
     source: ConfigSource,
-    listeners: HashMap<SocketAddr, BoundListener>,
+    listeners: HashMap<ListenerKey, BoundListener>,
     revision: u64,
     pools: PoolRegistry,
     workers: Workers,
@@ -103,7 +103,7 @@ impl Gateway {
         install(&mut control, &snap, fresh, &shared, &tracker);
         tracing::info!(
             workers = n,
-            listeners = ?control.listeners.iter().map(|(k, b)| (k.to_string(), b.local.to_string())).collect::<Vec<_>>(),
+            listeners = ?control.listeners.values().map(|b| b.local.to_string()).collect::<Vec<_>>(),
             routes = snap.routes.len(),
             "gateway started"
         );
@@ -157,7 +157,7 @@ impl Gateway {
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         let snap = self.snapshot();
         let l = snap.listeners.iter().find(|l| &*l.name == name)?;
-        self.control().listeners.get(&l.address).map(|b| b.local)
+        self.control().listeners.get(&l.key).map(|b| b.local)
     }
 
     /// Client connections open now.
@@ -185,10 +185,10 @@ impl Gateway {
 }
 
 /// Binds the listener addresses of `snap` that are not bound yet.
-fn bind_new(c: &Control, snap: &Snapshot) -> Result<Vec<(SocketAddr, BoundListener)>, ApplyError> {
+fn bind_new(c: &Control, snap: &Snapshot) -> Result<Vec<(ListenerKey, BoundListener)>, ApplyError> {
     let mut fresh = Vec::new();
     for l in &snap.listeners {
-        if c.listeners.contains_key(&l.address) {
+        if c.listeners.contains_key(&l.key) {
             continue;
         }
         let bound = BoundListener::bind(l.address, c.workers.len()).map_err(|source| ApplyError::Bind {
@@ -196,7 +196,7 @@ fn bind_new(c: &Control, snap: &Snapshot) -> Result<Vec<(SocketAddr, BoundListen
             address: l.address,
             source,
         })?;
-        fresh.push((l.address, bound));
+        fresh.push((l.key, bound));
     }
     Ok(fresh)
 }
@@ -205,17 +205,17 @@ fn bind_new(c: &Control, snap: &Snapshot) -> Result<Vec<(SocketAddr, BoundListen
 fn install(
     c: &mut Control,
     snap: &Snapshot,
-    fresh: Vec<(SocketAddr, BoundListener)>,
+    fresh: Vec<(ListenerKey, BoundListener)>,
     shared: &Arc<Shared>,
     tracker: &Arc<ConnTracker>,
 ) {
-    for (addr, mut bound) in fresh {
-        bound.start(addr, c.workers.handles(), shared, tracker);
+    for (key, mut bound) in fresh {
+        bound.start(key, c.workers.handles(), shared, tracker);
         tracing::info!(address = %bound.local, "listening");
-        c.listeners.insert(addr, bound);
+        c.listeners.insert(key, bound);
     }
-    c.listeners.retain(|addr, bound| {
-        let keep = snap.listener(addr).is_some();
+    c.listeners.retain(|key, bound| {
+        let keep = snap.listener(*key).is_some();
         if !keep {
             tracing::info!(address = %bound.local, "listener removed; draining its connections");
             bound.stop();

@@ -49,12 +49,34 @@ pub struct Limits {
     pub body_read_timeout: Duration,
 }
 
+/// The identity of a listening socket across reloads: its address, or for
+/// port 0 (a fresh free port each bind) its name. A reload that keeps the key
+/// keeps the socket and its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerKey(u64);
+
+impl ListenerKey {
+    /// The key of a listener named `name` on `address`.
+    pub fn of(name: &str, address: SocketAddr) -> ListenerKey {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        if address.port() == 0 {
+            (0u8, name).hash(&mut h);
+        } else {
+            (1u8, address).hash(&mut h);
+        }
+        ListenerKey(h.finish())
+    }
+}
+
 /// A compiled listener.
 #[derive(Debug)]
 pub struct Listener {
     /// Name from the config.
     pub name: Arc<str>,
-    /// Address to bind; sockets are keyed by it across reloads.
+    /// Socket identity across reloads.
+    pub key: ListenerKey,
+    /// Address to bind.
     pub address: SocketAddr,
     /// Protocol limits.
     pub limits: Limits,
@@ -141,9 +163,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The listener bound to `addr`, if this snapshot still has it.
-    pub fn listener(&self, addr: &SocketAddr) -> Option<&Listener> {
-        self.listeners.iter().find(|l| l.address == *addr)
+    /// The listener with socket identity `key`, if this snapshot still has it.
+    pub fn listener(&self, key: ListenerKey) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.key == key)
     }
 }
 
@@ -322,6 +344,7 @@ pub fn compile(
             .collect();
         listeners.push(Listener {
             name: l.name.as_str().into(),
+            key: ListenerKey::of(&l.name, address),
             address,
             limits: Limits {
                 max_header_size: l.max_header_size.0 as usize,

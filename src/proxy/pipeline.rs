@@ -17,7 +17,7 @@ use super::errors::GatewayError;
 use super::{actions, forward, request_id};
 use crate::routing::normalize::normalize_path;
 use crate::routing::{Lookup, RouteInput};
-use crate::snapshot::{Action, Listener, Snapshot};
+use crate::snapshot::{Action, Listener, ListenerKey, Snapshot};
 
 /// State shared by every connection: the current snapshot.
 #[derive(Debug)]
@@ -31,9 +31,8 @@ pub struct Shared {
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
-    /// The configured address of the listener the connection arrived on
-    /// (its key in the snapshot; differs from the bound address for port 0).
-    pub listener: SocketAddr,
+    /// The listener the connection arrived on (its key in the snapshot).
+    pub listener: ListenerKey,
     /// `http` or `https`.
     pub scheme: &'static str,
 }
@@ -45,7 +44,7 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
     let snap: Arc<Snapshot> = shared.snapshot.load_full();
     let rid_name = &snap.settings.request_id_header;
     let rid = request_id::from_client(req.headers().get(rid_name));
-    let mut resp = match snap.listener(&conn.listener) {
+    let mut resp = match snap.listener(conn.listener) {
         Some(listener) => match route_and_act(req, conn, &snap, listener, &rid).await {
             Ok(r) => r,
             Err(e) => e.into_response(&rid),

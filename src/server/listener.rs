@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::connection::{serve_connection, ConnTracker};
 use crate::proxy::{ConnInfo, Shared};
+use crate::snapshot::ListenerKey;
 
 /// One bound address: its sockets (one per worker) and the switch that stops them.
 #[derive(Debug)]
@@ -49,9 +50,8 @@ impl BoundListener {
         Ok(BoundListener { local, stop, sockets })
     }
 
-    /// Starts one accept loop per worker. `key` is the configured address the
-    /// snapshot knows this listener by.
-    pub fn start(&mut self, key: SocketAddr, handles: &[tokio::runtime::Handle], shared: &Arc<Shared>, tracker: &Arc<ConnTracker>) {
+    /// Starts one accept loop per worker. `key` is how the snapshot knows this listener.
+    pub fn start(&mut self, key: ListenerKey, handles: &[tokio::runtime::Handle], shared: &Arc<Shared>, tracker: &Arc<ConnTracker>) {
         for (socket, handle) in self.sockets.drain(..).zip(handles) {
             let ctx = AcceptCtx {
                 key,
@@ -77,7 +77,7 @@ impl Drop for BoundListener {
 }
 
 struct AcceptCtx {
-    key: SocketAddr,
+    key: ListenerKey,
     shared: Arc<Shared>,
     tracker: Arc<ConnTracker>,
     stop: watch::Receiver<bool>,
@@ -87,7 +87,7 @@ async fn accept_loop(socket: StdListener, mut ctx: AcceptCtx) {
     let listener = match TcpListener::from_std(socket) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(address = %ctx.key, error = %e, "cannot register listener with the event loop");
+            tracing::error!(listener = ?ctx.key, error = %e, "cannot register listener with the event loop");
             return;
         }
     };
@@ -103,7 +103,7 @@ async fn accept_loop(socket: StdListener, mut ctx: AcceptCtx) {
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(address = %ctx.key, error = %e, "accept failed");
+                    tracing::warn!(listener = ?ctx.key, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
