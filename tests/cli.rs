@@ -1,0 +1,167 @@
+//! The `portcullis` binary: `validate`, `version`, and `run` with file
+//! watching, SIGHUP reloads and SIGTERM draining.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::get;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn write(path: &std::path::Path, text: &str) {
+    // Write then rename, like editors and config management tools do.
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).expect("create");
+    f.write_all(text.as_bytes()).expect("write");
+    f.sync_all().expect("sync");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+#[test]
+fn validate_reports_every_error_with_its_location() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.yaml");
+    write(
+        &path,
+        "listeners:\n  - { name: main, address: 127.0.0.1:8080 }\nroutes:\n  - name: a\n    match:\n      paths: [\"users\"]\n    upstream: nowhere\n  - name: a\n    respond: {}\n",
+    );
+    let out = Command::new(BIN).args(["validate", "--config"]).arg(&path).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 configuration errors"), "{err}");
+    assert!(err.contains("routes[0].match.paths[0] (line 6, col 15): path must start with '/'"), "{err}");
+    assert!(err.contains("routes[0].upstream (line 7, col 15): unknown upstream `nowhere`"), "{err}");
+    assert!(err.contains("routes[1].name (line 8, col 11): duplicate name `a`"), "{err}");
+
+    let good = dir.path().join("good.yaml");
+    write(&good, portcullis::QUICKSTART);
+    let out = Command::new(BIN).args(["validate", "-c"]).arg(&good).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 listeners, 1 upstreams, 6 routes)"));
+
+    let out = Command::new(BIN).args(["validate", "-c", "/nonexistent.yaml"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the configuration file"));
+
+    let out = Command::new(BIN).arg("version").output().expect("runs");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("portcullis "));
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill runs");
+    assert!(ok.success());
+}
+
+async fn wait_for_body(a: SocketAddr, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(s) = tokio::net::TcpStream::connect(a).await {
+            drop(s);
+            let got = get(a, "/").await;
+            if got.body == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "still {:?}, wanted {want:?}", got.body);
+        } else {
+            assert!(Instant::now() < deadline, "gateway never listened on {a}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn doc(port: u16, body: &str, watch: &str) -> String {
+    format!(
+        "gateway: {{ workers: 1, watch_interval: {watch}, shutdown_grace: 5s }}\nlisteners:\n  - {{ name: main, address: 127.0.0.1:{port} }}\nroutes:\n  - name: r\n    respond: {{ body: '{body}' }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_watches_the_file_and_reloads_on_sighup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.yaml");
+    let port = free_port();
+    let a: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    write(&path, &doc(port, "v1", "100ms"));
+    let gw = Running(
+        Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts"),
+    );
+    wait_for_body(a, "v1", Duration::from_secs(10)).await;
+    // An edit is picked up by the watcher.
+    write(&path, &doc(port, "v2", "100ms"));
+    wait_for_body(a, "v2", Duration::from_secs(5)).await;
+    // A broken edit is rejected; v2 keeps serving.
+    write(&path, "routes: [this is not valid");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(a, "/").await.body, "v2");
+    // With watching off, SIGHUP forces the reload.
+    write(&path, &doc(port, "v3", "0s"));
+    wait_for_body(a, "v3", Duration::from_secs(5)).await;
+    write(&path, &doc(port, "v4", "0s"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&gw.0, "-HUP");
+    wait_for_body(a, "v4", Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests() {
+    let slow = common::upstream_with(|_req| async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"drained")))
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.yaml");
+    let port = free_port();
+    let a: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    write(
+        &path,
+        &format!(
+            "gateway: {{ workers: 1 }}\nlisteners:\n  - {{ name: main, address: 127.0.0.1:{port} }}\nupstreams:\n  - {{ name: s, targets: [{{ address: '{}' }}] }}\nroutes:\n  - {{ name: slow, match: {{ paths: ['/slow'] }}, upstream: s }}\n  - {{ name: r, respond: {{ body: up }} }}\n",
+            slow.addr
+        ),
+    );
+    let mut gw = Running(Command::new(BIN).args(["run", "-c"]).arg(&path).stderr(Stdio::null()).spawn().expect("starts"));
+    wait_for_body(a, "up", Duration::from_secs(10)).await;
+    let pending = tokio::spawn(async move { get(a, "/slow").await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    signal(&gw.0, "-TERM");
+    let got = pending.await.expect("task");
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "drained"));
+    let status = tokio::task::spawn_blocking(move || gw.0.wait()).await.expect("join").expect("wait");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn run_fails_clearly_when_a_listener_cannot_bind() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.yaml");
+    write(&path, &doc(port, "x", "1s"));
+    let out = Command::new(BIN).args(["run", "-c"]).arg(&path).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listener `main` cannot bind") && err.contains(&port.to_string()), "{err}");
+}
