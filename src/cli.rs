@@ -122,8 +122,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
             }
         };
         if let Some(p) = path {
-            let interval = gw.snapshot().settings.watch_interval;
-            tokio::spawn(reload::watch_file(gw.clone(), p, interval));
+            tokio::spawn(reload::watch_file(gw.clone(), p));
             tokio::spawn(reload::reload_on_sighup(gw.clone()));
         }
         reload::shutdown_signal().await;

@@ -26,13 +26,20 @@ pub fn reload_and_log(gw: &Gateway, why: &str) {
     }
 }
 
-/// Polls `path` every `interval` and reloads when its content changes.
-pub async fn watch_file(gw: Arc<Gateway>, path: PathBuf, interval: Duration) {
-    if interval.is_zero() {
-        return;
-    }
+/// Polls `path` and reloads when its content changes. The interval is read
+/// from the current snapshot on every turn, so a reload that changes
+/// `gateway.watch_interval` (or sets it to `0s` to pause watching, leaving
+/// SIGHUP as the trigger) takes effect at once.
+pub async fn watch_file(gw: Arc<Gateway>, path: PathBuf) {
     let mut last = fingerprint(&path).map(|f| f.2);
     loop {
+        let interval = gw.snapshot().settings.watch_interval;
+        if interval.is_zero() {
+            // Paused: look again later in case a SIGHUP reload turns it back on.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            last = fingerprint(&path).map(|f| f.2);
+            continue;
+        }
         tokio::time::sleep(interval).await;
         let Some((_, _, hash)) = fingerprint(&path) else { continue };
         if last != Some(hash) {

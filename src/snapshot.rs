@@ -121,6 +121,8 @@ pub struct RespondAction {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Body template.
     pub body: Template,
+    /// The body is JSON, so captures are escaped as JSON string content.
+    pub json: bool,
 }
 
 /// A redirect.
@@ -286,7 +288,11 @@ pub fn compile(
                     _ => err(format!("{p}.respond.headers.{k}"), "invalid header".into()),
                 }
             }
+            let json = headers.iter().any(|(n, v)| {
+                *n == http::header::CONTENT_TYPE && v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("json"))
+            });
             Action::Respond(RespondAction {
+                json,
                 status: StatusCode::from_u16(resp.status).unwrap_or(StatusCode::OK),
                 headers,
                 body: Template::parse(&body_text, &captures, false).unwrap_or_else(|e| {

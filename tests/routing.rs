@@ -61,6 +61,18 @@ routes:
     listeners: [admin]
     match: { paths: ["/admin"] }
     respond: { status: 202, body: admin }
+  - name: open-redirect-guard
+    match: { paths: ["/go/{*rest}"] }
+    redirect: { location: "/{rest}" }
+  - name: json-capture
+    match: { paths: ["/j/{id}"] }
+    respond: { json: { id: "{id}" } }
+  - name: catch-all
+    match: { paths: ["/c/{*rest}"] }
+    respond: { body: catch-all }
+  - name: longer-prefix
+    match: { paths: ["/c/deeper"] }
+    respond: { body: longer-prefix }
   - name: post-only
     match: { paths: ["=/submit"], methods: [POST] }
     respond: { status: 201, json: { ok: true, n: [1, 2] } }
@@ -159,6 +171,28 @@ async fn redirects_and_listener_restriction() {
     let got = get(a, "/old/intro?lang=en").await;
     assert_eq!(got.status, 308);
     assert_eq!(got.headers["location"], "/new/intro?lang=en");
+    // Captures cannot turn a relative redirect into another site.
+    for evil in ["/go//evil.com", "/go/%2F%2Fevil.com", "/go/%5Cevil.com"] {
+        let got = get(a, evil).await;
+        let loc = got.headers["location"].to_str().expect("ascii").to_string();
+        assert!(loc.starts_with('/') && !loc.starts_with("//") && !loc.starts_with("/\\"), "{evil} -> {loc}");
+    }
+    // Captures inside JSON bodies are escaped.
+    let got = get(a, "/j/a%22b").await;
+    assert_eq!(got.json()["id"], "a%22b");
+    let (text, _) = raw(a, b"GET /j/a\"b HTTP/1.1\r\nhost: x\r\n\r\n", std::time::Duration::from_millis(500)).await;
+    if text.starts_with("HTTP/1.1 200") {
+        let body = &text[text.find("\r\n\r\n").expect("head end") + 4..];
+        let v: serde_json::Value = serde_json::from_str(body).expect("still valid JSON");
+        assert_eq!(v["id"], "a\"b");
+    }
+    // A longer prefix beats a catch-all of a shorter fixed part.
+    assert_eq!(get(a, "/c/deeper/x").await.body, "longer-prefix");
+    assert_eq!(get(a, "/c/other").await.body, "catch-all");
+    // HEAD is served by GET routes.
+    let head = http::Request::head(format!("http://{a}/users/5")).body(Full::default()).expect("request");
+    let got = send(head).await;
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, ""));
     let main_admin = get(a, "/admin").await;
     assert_eq!(main_admin.status, 404, "admin route is only on the admin listener");
     let admin = get(addr(&gw, "admin"), "/admin").await;

@@ -108,7 +108,8 @@ pub struct UpstreamDoc {
     /// Timeouts for requests to this upstream (routes may override).
     #[serde(default)]
     pub timeouts: TimeoutsDoc,
-    /// Idle keep-alive connections kept per target.
+    /// Idle keep-alive connections kept per target, per worker thread (each
+    /// worker keeps its own pool, as nginx workers do).
     #[serde(default = "defaults::max_idle_per_target")]
     pub max_idle_per_target: usize,
     /// How long an idle pooled connection is kept.

@@ -21,6 +21,9 @@ pub struct Node {
     pub kind: Kind,
     /// Where the node starts in the source (1-based line and column).
     pub pos: Pos,
+    /// True for an unquoted scalar: only those are typed (and re-typed after
+    /// `${ENV}` substitution); a quoted `"${PORT}"` stays text.
+    pub plain: bool,
 }
 
 /// The value of a [`Node`], typed by the YAML 1.2 core schema.
@@ -115,17 +118,15 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let kind = if style == TScalarStyle::Plain && tag.is_none() {
-                    plain_scalar(text)
-                } else {
-                    Kind::Str(text)
-                };
-                self.push_value(Node { kind, pos }, anchor);
+                let plain = style == TScalarStyle::Plain && tag.is_none();
+                let kind = if plain { plain_scalar(text) } else { Kind::Str(text) };
+                self.push_value(Node { kind, pos, plain }, anchor);
             }
             Event::SequenceStart(anchor, _) => self.stack.push((
                 Node {
                     kind: Kind::Seq(Vec::new()),
                     pos,
+                    plain: false,
                 },
                 None,
                 anchor,
@@ -134,6 +135,7 @@ impl MarkedEventReceiver for Builder {
                 Node {
                     kind: Kind::Map(Vec::new()),
                     pos,
+                    plain: false,
                 },
                 None,
                 anchor,
@@ -156,10 +158,12 @@ impl MarkedEventReceiver for Builder {
                     Some(n) => Node {
                         kind: n.kind.clone(),
                         pos,
+                        plain: n.plain,
                     },
                     None => Node {
                         kind: Kind::Null,
                         pos,
+                        plain: false,
                     },
                 };
                 self.push_value(node, 0);
@@ -213,6 +217,7 @@ pub fn parse(src: &str) -> Result<Node, Vec<ConfigError>> {
     Ok(builder.root.unwrap_or(Node {
         kind: Kind::Map(Vec::new()),
         pos: Pos { line: 1, col: 1 },
+        plain: false,
     }))
 }
 
@@ -228,8 +233,8 @@ pub fn substitute_env(
     match &mut node.kind {
         Kind::Str(s) if s.contains("${") => match expand(s, env) {
             Ok(out) => {
-                // A scalar that was entirely one reference takes the type of its value.
-                let whole = s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+                // An unquoted scalar that was one reference takes the type of its value.
+                let whole = node.plain && s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
                 node.kind = if whole {
                     plain_scalar(out)
                 } else {
@@ -282,7 +287,8 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Strin
                 "`${{{inner}}}` is not a valid environment reference; names use letters, digits and `_`"
             ));
         }
-        match (env(name), default) {
+        // As in the shell, `:-` also replaces a variable that is set but empty.
+        match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
             (None, None) => {
@@ -403,10 +409,12 @@ mod tests {
 
     #[test]
     fn env_substitution_types_and_defaults() {
-        let mut node = parse("a: ${PORT}\nb: \"x-${NAME}-y\"\nc: ${MISSING:-dflt}\nd: $${LITERAL}").expect("yaml");
+        let mut node = parse("a: ${PORT}\nb: \"x-${NAME}-y\"\nc: ${MISSING:-dflt}\nd: $${LITERAL}\ne: \"${PORT}\"\nf: ${EMPTY:-dflt}")
+            .expect("yaml");
         let env = |k: &str| match k {
             "PORT" => Some("8080".to_string()),
             "NAME" => Some("n".to_string()),
+            "EMPTY" => Some(String::new()),
             _ => None,
         };
         let mut errs = Vec::new();
@@ -417,6 +425,8 @@ mod tests {
         assert_eq!(v["b"], "x-n-y");
         assert_eq!(v["c"], "dflt");
         assert_eq!(v["d"], "${LITERAL}");
+        assert_eq!(v["e"], "8080", "a quoted reference stays text");
+        assert_eq!(v["f"], "dflt", "`:-` replaces an empty value");
     }
 
     #[test]

@@ -15,9 +15,9 @@ fn captures(pattern: Option<&PathPattern>, path: &str) -> Captures {
 /// Builds the fixed response of a `respond` route.
 pub fn respond(a: &RespondAction, pattern: Option<&PathPattern>, path: &str) -> Response<ProxyBody> {
     let body = if a.body.is_static() {
-        a.body.render(&Captures::default())
+        a.body.render(&Captures::default(), false)
     } else {
-        a.body.render(&captures(pattern, path))
+        a.body.render(&captures(pattern, path), a.json)
     };
     let mut resp = Response::new(full(body));
     *resp.status_mut() = a.status;
@@ -33,7 +33,16 @@ pub fn respond(a: &RespondAction, pattern: Option<&PathPattern>, path: &str) -> 
 
 /// Builds the response of a `redirect` route.
 pub fn redirect(a: &RedirectAction, pattern: Option<&PathPattern>, path: &str, query: Option<&str>) -> Response<ProxyBody> {
-    let mut location = a.location.render(&captures(pattern, path));
+    let mut location = a.location.render(&captures(pattern, path), false);
+    // A relative location must stay on this site: captures such as `/evil.com`
+    // could otherwise turn `/{rest}` into `//evil.com` (or `/\evil.com`, which
+    // browsers read the same way), an open redirect.
+    if location.starts_with('/') {
+        let rest = location.trim_start_matches(['/', '\\']);
+        if rest.len() + 1 < location.len() {
+            location = format!("/{rest}");
+        }
+    }
     if let (true, Some(q)) = (a.keep_query, query) {
         location.push(if location.contains('?') { '&' } else { '?' });
         location.push_str(q);

@@ -69,12 +69,22 @@ impl Template {
     }
 
     /// Renders with `caps`; a capture absent from this match renders empty.
-    pub fn render(&self, caps: &Captures) -> String {
+    /// With `json`, captured text is escaped for use inside a JSON string, so a
+    /// path like `/users/a"b` cannot break (or inject into) a JSON body.
+    pub fn render(&self, caps: &Captures, json: bool) -> String {
         let mut out = String::new();
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
-                Part::Capture(n) => out.push_str(caps.get(n).unwrap_or("")),
+                Part::Capture(n) => {
+                    let v = caps.get(n).unwrap_or("");
+                    if json {
+                        let quoted = serde_json::Value::from(v).to_string();
+                        out.push_str(&quoted[1..quoted.len() - 1]);
+                    } else {
+                        out.push_str(v);
+                    }
+                }
             }
         }
         out
@@ -92,7 +102,9 @@ mod tests {
         let names = pat.capture_names();
         let (caps, _) = pat.captures("/users/7").expect("match");
         let t = Template::parse(r#"{"id": "{id}", "x": {y}}"#, &names, false).expect("parse");
-        assert_eq!(t.render(&caps), r#"{"id": "7", "x": {y}}"#);
+        assert_eq!(t.render(&caps, true), r#"{"id": "7", "x": {y}}"#);
+        let (caps, _) = pat.captures("/users/a\"b\\").expect("match");
+        assert_eq!(t.render(&caps, true), r#"{"id": "a\"b\\", "x": {y}}"#);
         assert!(Template::parse("/u/{idd}", &names, true).is_err());
         assert!(Template::parse("plain", &names, true).expect("parse").is_static());
     }

@@ -55,9 +55,12 @@ impl Conditions {
         usize::from(self.methods.is_some()) + self.headers.len() + self.query.len()
     }
 
-    /// True when `m` is allowed.
+    /// True when `m` is allowed. `HEAD` is allowed wherever `GET` is, as
+    /// RFC 9110 §9.3.2 expects (the response body is dropped for `HEAD`).
     pub fn matches_method(&self, m: &Method) -> bool {
-        self.methods.as_ref().is_none_or(|ms| ms.contains(m))
+        self.methods
+            .as_ref()
+            .is_none_or(|ms| ms.contains(m) || (*m == Method::HEAD && ms.contains(&Method::GET)))
     }
 
     /// Adds this route's allowed methods to `out`, without duplicates.
@@ -66,6 +69,9 @@ impl Conditions {
         for m in list {
             if !out.contains(m) {
                 out.push(m.clone());
+            }
+            if *m == Method::GET && !out.contains(&Method::HEAD) {
+                out.push(Method::HEAD);
             }
         }
     }
@@ -160,6 +166,7 @@ mod tests {
         h.insert("x-debug", "1".parse().expect("value"));
         assert!(!c.matches_fields(&h, Some("v=2")));
         assert!(c.matches_method(&Method::GET) && !c.matches_method(&Method::POST));
+        assert!(c.matches_method(&Method::HEAD), "HEAD follows GET");
         assert_eq!(c.count(), 4);
     }
 }

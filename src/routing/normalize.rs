@@ -40,7 +40,7 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
 
 fn decode_unreserved(path: &str) -> String {
     let b = path.as_bytes();
-    let mut out = String::with_capacity(b.len());
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
@@ -48,22 +48,23 @@ fn decode_unreserved(path: &str) -> String {
                 .ok()
                 .and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(c) = hv.filter(|c| c.is_ascii_alphanumeric() || b"-._~".contains(c)) {
-                out.push(c as char);
+                out.push(c);
                 i += 3;
                 continue;
             }
             // Keep the escape, normalized to uppercase hex.
             if hv.is_some() {
-                out.push('%');
-                out.push_str(&path[i + 1..i + 3].to_ascii_uppercase());
+                out.push(b'%');
+                out.extend_from_slice(path[i + 1..i + 3].to_ascii_uppercase().as_bytes());
                 i += 3;
                 continue;
             }
         }
-        out.push(b[i] as char);
+        out.push(b[i]);
         i += 1;
     }
-    out
+    // Only ASCII bytes were added or removed, so the input's UTF-8 stays intact.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]
@@ -84,6 +85,7 @@ mod tests {
             ("/a%2fb", "/a%2Fb"),
             ("/%2e%2e/x", "/x"),
             ("/caf%C3%A9", "/caf%C3%A9"),
+            ("/x/café/%41", "/x/café/A"),
         ] {
             assert_eq!(normalize_path(input), want, "{input}");
         }

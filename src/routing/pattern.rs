@@ -33,14 +33,27 @@ pub enum PathPattern {
 }
 
 /// How specific a path pattern is; larger wins among routes of equal priority.
-/// Exact beats template beats prefix beats regex; within a kind, longer beats shorter.
+/// Exact beats fixed-length template beats prefix beats regex. A template
+/// ending in a catch-all matches like a prefix, so it ranks among prefixes by
+/// the length of its fixed part (`/a/b` beats `/a/{*rest}`; `/a/{id}/{*r}`
+/// ties with `/a/x`, and a tie falls to declaration order). Regexes rank by
+/// pattern length, a rough proxy for how much they constrain.
 pub fn specificity(p: &PathPattern) -> u32 {
     match p {
         PathPattern::Exact(s) => 3_000_000 + s.len() as u32,
+        PathPattern::Template(segs) if matches!(segs.last(), Some(Segment::CatchAll(_))) => {
+            let fixed: u32 = segs[..segs.len() - 1]
+                .iter()
+                .map(|s| match s {
+                    Segment::Literal(l) => l.len() as u32 + 1,
+                    _ => 2,
+                })
+                .sum();
+            1_000_000 + fixed
+        }
         PathPattern::Template(segs) => {
             let literals = segs.iter().filter(|s| matches!(s, Segment::Literal(_))).count() as u32;
-            let catch_all = matches!(segs.last(), Some(Segment::CatchAll(_)));
-            2_000_000 + literals * 1000 + segs.len() as u32 * 10 + u32::from(!catch_all)
+            2_000_000 + literals * 1000 + segs.len() as u32 * 10
         }
         PathPattern::Prefix(segs) => {
             1_000_000 + segs.iter().map(|s| s.len() as u32 + 1).sum::<u32>()
@@ -317,5 +330,7 @@ mod tests {
         assert!(s("/a/b") > s("/a"));
         assert!(s("/a") > s("~^/a"));
         assert!(s("/a/{id}") > s("/a/{*rest}"));
+        assert!(s("/a/b") > s("/a/{*rest}"), "a longer prefix beats a shorter catch-all");
+        assert!(s("/a/b/{*rest}") > s("/a"));
     }
 }
