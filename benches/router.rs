@@ -8,7 +8,9 @@
 use std::time::Instant;
 
 use http::{HeaderMap, Method};
-use portcullis::routing::{Conditions, HostPattern, Lookup, PathPattern, RouteInput, RouteSpec, Router};
+use portcullis::routing::{
+    Conditions, HostPattern, Lookup, PathPattern, RouteInput, RouteSpec, Router,
+};
 
 const ROUTES: usize = 10_000;
 
@@ -43,10 +45,19 @@ fn main() {
             _ => (Vec::new(), "any.example.org".to_string()),
         };
         let (pattern, path) = match i % 8 {
-            0 | 1 | 2 => (format!("/api/v{}/res{i}", i % 4), format!("/api/v{}/res{i}/sub/7", i % 4)),
-            3 | 4 => (format!("/users{i}/{{id}}/orders/{{order}}"), format!("/users{i}/42/orders/9")),
+            0..=2 => (
+                format!("/api/v{}/res{i}", i % 4),
+                format!("/api/v{}/res{i}/sub/7", i % 4),
+            ),
+            3 | 4 => (
+                format!("/users{i}/{{id}}/orders/{{order}}"),
+                format!("/users{i}/42/orders/9"),
+            ),
             5 => (format!("=/health{i}"), format!("/health{i}")),
-            6 => (format!("/files{i}/{{*rest}}"), format!("/files{i}/a/b/c.txt")),
+            6 => (
+                format!("/files{i}/{{*rest}}"),
+                format!("/files{i}/a/b/c.txt"),
+            ),
             _ if i % 1000 == 7 => (format!("~^/re{i}/[0-9]+$"), format!("/re{i}/123")),
             _ => (format!("/static{i}"), format!("/static{i}/app.js")),
         };
@@ -75,12 +86,22 @@ fn main() {
         requests.push((h.clone(), p.clone(), Some(i as u32)));
     }
     for k in 0..2_000 {
-        requests.push((format!("svc{}.example.com", k % 200), format!("/missing/{k}"), None));
+        requests.push((
+            format!("svc{}.example.com", k % 200),
+            format!("/missing/{k}"),
+            None,
+        ));
     }
 
     // Correctness first: every sample reaches its own route.
     for (h, p, want) in &requests {
-        let input = RouteInput { host: h, path: p, method: &Method::GET, headers: &headers, query: None };
+        let input = RouteInput {
+            host: h,
+            path: p,
+            method: &Method::GET,
+            headers: &headers,
+            query: None,
+        };
         let got = match router.lookup(&input) {
             Lookup::Found(m) => Some(m.route),
             _ => None,
@@ -91,7 +112,13 @@ fn main() {
     let mut times = Vec::with_capacity(requests.len() * 5);
     for _round in 0..5 {
         for (h, p, _) in &requests {
-            let input = RouteInput { host: h, path: p, method: &Method::GET, headers: &headers, query: None };
+            let input = RouteInput {
+                host: h,
+                path: p,
+                method: &Method::GET,
+                headers: &headers,
+                query: None,
+            };
             let t = Instant::now();
             let r = router.lookup(&input);
             let d = t.elapsed();

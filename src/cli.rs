@@ -102,11 +102,16 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     let source = match &path {
         Some(p) => ConfigSource::File(p.clone()),
         None => {
-            tracing::info!("no --config given; serving the bundled quickstart (examples/quickstart.yaml)");
+            tracing::info!(
+                "no --config given; serving the bundled quickstart (examples/quickstart.yaml)"
+            );
             ConfigSource::Inline(QUICKSTART.to_string())
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("portcullis: cannot start the control runtime: {e}");

@@ -132,7 +132,9 @@ impl Gateway {
         let mut c = self.control();
         let n = c.workers.len();
         if worker_count(loaded.doc.gateway.workers) != n {
-            tracing::warn!("`gateway.workers` changed; the new worker count applies after a restart");
+            tracing::warn!(
+                "`gateway.workers` changed; the new worker count applies after a restart"
+            );
         }
         let revision = c.revision + 1;
         let snap = compile(&loaded, revision, n, &c.pools).map_err(|errors| ConfigErrors {
@@ -144,7 +146,12 @@ impl Gateway {
         self.shared.snapshot.store(snap.clone());
         c.revision = revision;
         install(&mut c, &snap, fresh, &self.shared, &self.tracker);
-        tracing::info!(revision, routes = snap.routes.len(), listeners = snap.listeners.len(), "configuration applied");
+        tracing::info!(
+            revision,
+            routes = snap.routes.len(),
+            listeners = snap.listeners.len(),
+            "configuration applied"
+        );
         Ok(revision)
     }
 
@@ -175,7 +182,10 @@ impl Gateway {
         }
         let drained = self.tracker.wait_drained(grace).await;
         if !drained {
-            tracing::warn!(open = self.tracker.active(), "grace period over; closing remaining connections");
+            tracing::warn!(
+                open = self.tracker.active(),
+                "grace period over; closing remaining connections"
+            );
         }
         let mut c = self.control();
         c.listeners.clear();
@@ -191,11 +201,12 @@ fn bind_new(c: &Control, snap: &Snapshot) -> Result<Vec<(ListenerKey, BoundListe
         if c.listeners.contains_key(&l.key) {
             continue;
         }
-        let bound = BoundListener::bind(l.address, c.workers.len()).map_err(|source| ApplyError::Bind {
-            name: l.name.to_string(),
-            address: l.address,
-            source,
-        })?;
+        let bound =
+            BoundListener::bind(l.address, c.workers.len()).map_err(|source| ApplyError::Bind {
+                name: l.name.to_string(),
+                address: l.address,
+                source,
+            })?;
         fresh.push((l.key, bound));
     }
     Ok(fresh)

@@ -22,7 +22,10 @@ fn fingerprint(path: &Path) -> Option<(SystemTime, u64, u64)> {
 pub fn reload_and_log(gw: &Gateway, why: &str) {
     match gw.reload() {
         Ok(rev) => tracing::info!(revision = rev, trigger = why, "reloaded configuration"),
-        Err(e) => tracing::error!(trigger = why, "reload rejected, previous configuration keeps serving:\n{e}"),
+        Err(e) => tracing::error!(
+            trigger = why,
+            "reload rejected, previous configuration keeps serving:\n{e}"
+        ),
     }
 }
 
@@ -41,7 +44,9 @@ pub async fn watch_file(gw: Arc<Gateway>, path: PathBuf) {
             continue;
         }
         tokio::time::sleep(interval).await;
-        let Some((_, _, hash)) = fingerprint(&path) else { continue };
+        let Some((_, _, hash)) = fingerprint(&path) else {
+            continue;
+        };
         if last != Some(hash) {
             last = Some(hash);
             reload_and_log(&gw, "file changed");

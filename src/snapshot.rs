@@ -198,8 +198,10 @@ pub fn compile(
         workers: g.workers,
         shutdown_grace: g.shutdown_grace.0,
         via: g.via,
-        request_id_header: HeaderName::from_bytes(g.request_id_header.to_ascii_lowercase().as_bytes())
-            .unwrap_or(HeaderName::from_static("x-request-id")),
+        request_id_header: HeaderName::from_bytes(
+            g.request_id_header.to_ascii_lowercase().as_bytes(),
+        )
+        .unwrap_or(HeaderName::from_static("x-request-id")),
         watch_interval: g.watch_interval.0,
     };
 
@@ -208,7 +210,10 @@ pub fn compile(
         let mut targets = Vec::new();
         for (j, t) in u.targets.iter().enumerate() {
             let parsed = parse_target(&t.address).and_then(|_| {
-                let authority = t.address.parse().map_err(|e| format!("invalid address: {e}"))?;
+                let authority = t
+                    .address
+                    .parse()
+                    .map_err(|e| format!("invalid address: {e}"))?;
                 let host_header = HeaderValue::from_str(&t.address).map_err(|e| e.to_string())?;
                 Ok((authority, host_header))
             });
@@ -243,7 +248,12 @@ pub fn compile(
                 Err(e) => err(format!("{p}.match.paths[{j}]"), e),
             }
         }
-        let hosts: Vec<HostPattern> = r.matcher.hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect();
+        let hosts: Vec<HostPattern> = r
+            .matcher
+            .hosts
+            .iter()
+            .filter_map(|h| HostPattern::parse(h).ok())
+            .collect();
         let captures: Vec<String> = paths.iter().flat_map(PathPattern::capture_names).collect();
         let conditions = match compile_conditions(&r.matcher) {
             Ok(c) => c,
@@ -254,7 +264,10 @@ pub fn compile(
         };
         let action = if let Some(name) = &r.upstream {
             let Some((up, key)) = upstreams.iter().find(|(u, _)| &*u.name == name) else {
-                err(format!("{p}.upstream"), format!("unknown upstream `{name}`"));
+                err(
+                    format!("{p}.upstream"),
+                    format!("unknown upstream `{name}`"),
+                );
                 continue;
             };
             let timeouts = resolve(&r.timeouts, up.timeouts);
@@ -277,10 +290,16 @@ pub fn compile(
             };
             let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
             if resp.json.is_some() {
-                headers.push((http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+                headers.push((
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ));
             }
             for (k, v) in &resp.headers {
-                match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                match (
+                    HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(v),
+                ) {
                     (Ok(k), Ok(v)) => {
                         headers.retain(|(n, _)| *n != k);
                         headers.push((k, v));
@@ -289,7 +308,9 @@ pub fn compile(
                 }
             }
             let json = headers.iter().any(|(n, v)| {
-                *n == http::header::CONTENT_TYPE && v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("json"))
+                *n == http::header::CONTENT_TYPE
+                    && v.to_str()
+                        .is_ok_and(|v| v.to_ascii_lowercase().contains("json"))
             });
             Action::Respond(RespondAction {
                 json,
@@ -339,14 +360,8 @@ pub fn compile(
         };
         let router_specs: Vec<RouteSpec> = specs
             .iter()
-            .filter(|(ls, _)| ls.is_empty() || ls.iter().any(|n| *n == l.name))
-            .map(|(_, s)| RouteSpec {
-                route: s.route,
-                priority: s.priority,
-                hosts: s.hosts.clone(),
-                paths: s.paths.clone(),
-                conditions: s.conditions.clone(),
-            })
+            .filter(|(ls, _)| ls.is_empty() || ls.contains(&l.name))
+            .map(|(_, s)| s.clone())
             .collect();
         listeners.push(Listener {
             name: l.name.as_str().into(),
@@ -360,11 +375,14 @@ pub fn compile(
                 header_read_timeout: l.header_read_timeout.0,
                 body_read_timeout: l.body_read_timeout.0,
             },
-            trusted_proxies: l.trusted_proxies.iter().filter_map(|t| parse_cidr(t)).collect(),
+            trusted_proxies: l
+                .trusted_proxies
+                .iter()
+                .filter_map(|t| parse_cidr(t))
+                .collect(),
             router: Router::new(router_specs),
         });
     }
-    drop(err);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -384,8 +402,12 @@ fn compile_conditions(m: &config::MatchDoc) -> Result<Conditions, (String, Strin
     } else {
         let mut out = Vec::new();
         for (j, s) in m.methods.iter().enumerate() {
-            let method = Method::from_bytes(s.to_ascii_uppercase().as_bytes())
-                .map_err(|_| (format!("methods[{j}]"), format!("`{s}` is not an HTTP method")))?;
+            let method = Method::from_bytes(s.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                (
+                    format!("methods[{j}]"),
+                    format!("`{s}` is not an HTTP method"),
+                )
+            })?;
             out.push(method);
         }
         Some(out)
@@ -397,13 +419,20 @@ fn compile_conditions(m: &config::MatchDoc) -> Result<Conditions, (String, Strin
                 .map(ValueTest::Regex)
                 .map_err(|e| (format!("{path}.regex"), e.to_string())),
             (None, None, Some(p)) => Ok(ValueTest::Present(p)),
-            _ => Err((path, "give exactly one of `value`, `regex` or `present`".into())),
+            _ => Err((
+                path,
+                "give exactly one of `value`, `regex` or `present`".into(),
+            )),
         }
     };
     let mut headers = Vec::new();
     for (j, f) in m.headers.iter().enumerate() {
-        let name = HeaderName::from_bytes(f.name.as_bytes())
-            .map_err(|_| (format!("headers[{j}].name"), "invalid header name".to_string()))?;
+        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| {
+            (
+                format!("headers[{j}].name"),
+                "invalid header name".to_string(),
+            )
+        })?;
         headers.push((name, test(f, format!("headers[{j}]"))?));
     }
     let mut query = Vec::new();

@@ -22,7 +22,11 @@ fn write(path: &std::path::Path, text: &str) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 #[test]
@@ -33,21 +37,47 @@ fn validate_reports_every_error_with_its_location() {
         &path,
         "listeners:\n  - { name: main, address: 127.0.0.1:8080 }\nroutes:\n  - name: a\n    match:\n      paths: [\"users\"]\n    upstream: nowhere\n  - name: a\n    respond: {}\n",
     );
-    let out = Command::new(BIN).args(["validate", "--config"]).arg(&path).output().expect("runs");
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("3 configuration errors"), "{err}");
-    assert!(err.contains("routes[0].match.paths[0] (line 6, col 15): path must start with '/'"), "{err}");
-    assert!(err.contains("routes[0].upstream (line 7, col 15): unknown upstream `nowhere`"), "{err}");
-    assert!(err.contains("routes[1].name (line 8, col 11): duplicate name `a`"), "{err}");
+    assert!(
+        err.contains("routes[0].match.paths[0] (line 6, col 15): path must start with '/'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("routes[0].upstream (line 7, col 15): unknown upstream `nowhere`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("routes[1].name (line 8, col 11): duplicate name `a`"),
+        "{err}"
+    );
 
     let good = dir.path().join("good.yaml");
     write(&good, portcullis::QUICKSTART);
-    let out = Command::new(BIN).args(["validate", "-c"]).arg(&good).output().expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 listeners, 1 upstreams, 6 routes)"));
+    let out = Command::new(BIN)
+        .args(["validate", "-c"])
+        .arg(&good)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok (2 listeners, 1 upstreams, 6 routes)")
+    );
 
-    let out = Command::new(BIN).args(["validate", "-c", "/nonexistent.yaml"]).output().expect("runs");
+    let out = Command::new(BIN)
+        .args(["validate", "-c", "/nonexistent.yaml"])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the configuration file"));
 
@@ -65,7 +95,10 @@ impl Drop for Running {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill runs");
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
     assert!(ok.success());
 }
 
@@ -78,7 +111,11 @@ async fn wait_for_body(a: SocketAddr, want: &str, within: Duration) {
             if got.body == want {
                 return;
             }
-            assert!(Instant::now() < deadline, "still {:?}, wanted {want:?}", got.body);
+            assert!(
+                Instant::now() < deadline,
+                "still {:?}, wanted {want:?}",
+                got.body
+            );
         } else {
             assert!(Instant::now() < deadline, "gateway never listened on {a}");
         }
@@ -128,7 +165,9 @@ async fn run_watches_the_file_and_reloads_on_sighup() {
 async fn sigterm_drains_in_flight_requests() {
     let slow = common::upstream_with(|_req| async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"drained")))
+        http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"drained",
+        )))
     })
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -142,14 +181,24 @@ async fn sigterm_drains_in_flight_requests() {
             slow.addr
         ),
     );
-    let mut gw = Running(Command::new(BIN).args(["run", "-c"]).arg(&path).stderr(Stdio::null()).spawn().expect("starts"));
+    let mut gw = Running(
+        Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts"),
+    );
     wait_for_body(a, "up", Duration::from_secs(10)).await;
     let pending = tokio::spawn(async move { get(a, "/slow").await });
     tokio::time::sleep(Duration::from_millis(150)).await;
     signal(&gw.0, "-TERM");
     let got = pending.await.expect("task");
     assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "drained"));
-    let status = tokio::task::spawn_blocking(move || gw.0.wait()).await.expect("join").expect("wait");
+    let status = tokio::task::spawn_blocking(move || gw.0.wait())
+        .await
+        .expect("join")
+        .expect("wait");
     assert!(status.success(), "{status:?}");
 }
 
@@ -160,8 +209,15 @@ fn run_fails_clearly_when_a_listener_cannot_bind() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gw.yaml");
     write(&path, &doc(port, "x", "1s"));
-    let out = Command::new(BIN).args(["run", "-c"]).arg(&path).output().expect("runs");
+    let out = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("listener `main` cannot bind") && err.contains(&port.to_string()), "{err}");
+    assert!(
+        err.contains("listener `main` cannot bind") && err.contains(&port.to_string()),
+        "{err}"
+    );
 }

@@ -29,13 +29,27 @@ fn status_line(text: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_size_count_and_uri_limits() {
     let (gw, a, _up) = setup().await;
-    let big = format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(4096));
+    let big = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(4096)
+    );
     let (text, closed) = raw(a, big.as_bytes(), WAIT).await;
-    assert_eq!(status_line(&text), "HTTP/1.1 431 Request Header Fields Too Large");
+    assert_eq!(
+        status_line(&text),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
     assert!(closed);
     let many: String = (0..30).map(|i| format!("x-h{i}: v\r\n")).collect();
-    let (text, _) = raw(a, format!("GET / HTTP/1.1\r\nhost: x\r\n{many}\r\n").as_bytes(), WAIT).await;
-    assert_eq!(status_line(&text), "HTTP/1.1 431 Request Header Fields Too Large");
+    let (text, _) = raw(
+        a,
+        format!("GET / HTTP/1.1\r\nhost: x\r\n{many}\r\n").as_bytes(),
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        status_line(&text),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
     let long = format!("/{}", "p".repeat(100));
     let got = get(a, &long).await;
     assert_eq!(got.status, 414);
@@ -60,7 +74,9 @@ async fn body_limits_by_length_and_by_stream() {
     assert!(closed);
     // Chunked, no length: cut when the stream crosses the limit.
     let chunk = format!("800\r\n{}\r\n", "b".repeat(0x800));
-    let req = format!("POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{chunk}0\r\n\r\n");
+    let req = format!(
+        "POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{chunk}0\r\n\r\n"
+    );
     let (text, _) = raw(a, req.as_bytes(), WAIT).await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     // The route override raises the limit.
@@ -82,27 +98,52 @@ async fn smuggling_shapes_are_refused() {
         WAIT,
     )
     .await;
-    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "exactly one response: {text}");
+    assert_eq!(
+        text.matches("HTTP/1.1 ").count(),
+        1,
+        "exactly one response: {text}"
+    );
     assert!(closed, "connection closed after an ambiguous request");
     assert!(!text.contains("/smuggled"), "{text}");
     for (req, want) in [
         // Codings other than plain chunked.
-        ("POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "400"),
-        ("POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: identity\r\n\r\n", "400"),
-        ("POST /x HTTP/1.0\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n", "400"),
+        (
+            "POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
+        (
+            "POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: identity\r\n\r\n",
+            "400",
+        ),
+        (
+            "POST /x HTTP/1.0\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
         // Conflicting or malformed lengths.
-        ("POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd", "400"),
-        ("POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: +3\r\n\r\nabc", "400"),
+        (
+            "POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd",
+            "400",
+        ),
+        (
+            "POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: +3\r\n\r\nabc",
+            "400",
+        ),
         // Malformed header lines.
         ("GET /x HTTP/1.1\r\nhost: x\r\nbad header: 1\r\n\r\n", "400"),
         ("GET /x HTTP/1.1\r\nhost: x\r\nx-ctl: a\x01b\r\n\r\n", "400"),
-        ("GET /x HTTP/1.1\r\nhost: x\r\nx-fold: a\r\n  folded\r\n\r\n", "400"),
+        (
+            "GET /x HTTP/1.1\r\nhost: x\r\nx-fold: a\r\n  folded\r\n\r\n",
+            "400",
+        ),
         // Host problems.
         ("GET /x HTTP/1.1\r\n\r\n", "400"),
         ("GET /x HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", "400"),
         ("GET /x HTTP/1.1\r\nhost: a b\r\n\r\n", "400"),
         // Request targets.
-        ("CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n", "405"),
+        (
+            "CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
+            "405",
+        ),
         ("OPTIONS * HTTP/1.1\r\nhost: x\r\n\r\n", "400"),
         ("GET /x HTTP/9.9\r\nhost: x\r\n\r\n", "505"),
     ] {
@@ -112,7 +153,11 @@ async fn smuggling_shapes_are_refused() {
             || (want == "505" && line.split(' ').nth(1) == Some("400"));
         assert!(ok, "{req:?} -> {line:?} (want {want})");
     }
-    assert_eq!(up.requests.load(Ordering::SeqCst), 1, "only the first, framed request reached the upstream");
+    assert_eq!(
+        up.requests.load(Ordering::SeqCst),
+        1,
+        "only the first, framed request reached the upstream"
+    );
     assert_eq!(get(a, "/still-ok").await.status, 200);
     gw.shutdown().await;
 }
@@ -136,14 +181,33 @@ async fn slow_clients_are_cut_off() {
     let (gw, a, _up) = setup().await;
     // Slowloris: a head that never completes is closed after header_read_timeout.
     let t = Instant::now();
-    let (_, closed) = raw(a, b"GET / HTTP/1.1\r\nhost: x\r\nx-slow: 1\r\n", Duration::from_secs(3)).await;
-    assert!(closed && t.elapsed() < Duration::from_secs(2), "closed={closed} after {:?}", t.elapsed());
+    let (_, closed) = raw(
+        a,
+        b"GET / HTTP/1.1\r\nhost: x\r\nx-slow: 1\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        closed && t.elapsed() < Duration::from_secs(2),
+        "closed={closed} after {:?}",
+        t.elapsed()
+    );
     // Idle keep-alive connections are closed by the same timer.
     let t = Instant::now();
-    let (text, closed) = raw(a, b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n", Duration::from_secs(3)).await;
+    let (text, closed) = raw(
+        a,
+        b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 200") && closed && t.elapsed() < Duration::from_secs(2));
     // A body that stops arriving fails with 408.
-    let (text, _) = raw(a, b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nhalf", WAIT).await;
+    let (text, _) = raw(
+        a,
+        b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nhalf",
+        WAIT,
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("body_timeout"), "{text}");
     gw.shutdown().await;

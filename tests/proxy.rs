@@ -37,13 +37,26 @@ async fn proxies_with_stripped_prefix_query_and_forwarding_headers() {
     let echo = got.json();
     assert_eq!(echo["uri"], "/users/7?x=1&y=%20");
     let h = &echo["headers"];
-    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "untrusted peer's XFF is replaced");
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "untrusted peer's XFF is replaced"
+    );
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "api.example.com");
-    assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http;host=\"api.example.com\"");
-    assert_eq!(h["host"], up.addr.to_string(), "host rewritten to the upstream's by default");
+    assert_eq!(
+        h["forwarded"],
+        "for=127.0.0.1;proto=http;host=\"api.example.com\""
+    );
+    assert_eq!(
+        h["host"],
+        up.addr.to_string(),
+        "host rewritten to the upstream's by default"
+    );
     assert_eq!(h["x-request-id"], "client-id-1");
-    assert!(h.get("x-private").is_none() && h.get("proxy-connection").is_none(), "{h}");
+    assert!(
+        h.get("x-private").is_none() && h.get("proxy-connection").is_none(),
+        "{h}"
+    );
     // Response side: hop-by-hop gone, request id echoed.
     assert!(got.headers.get("x-hop").is_none());
     assert_eq!(got.headers["x-request-id"], "client-id-1");
@@ -63,7 +76,10 @@ async fn host_preserve_request_id_generation_and_via() {
     assert_eq!(echo["headers"]["host"], "Shop.Example.com:8443");
     assert_eq!(echo["headers"]["via"], "1.1 portcullis");
     assert_eq!(got.headers["via"], "1.1 portcullis");
-    let rid = got.headers["x-request-id"].to_str().expect("ascii").to_string();
+    let rid = got.headers["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
     assert_eq!(rid.len(), 32);
     assert_eq!(echo["headers"]["x-request-id"], rid.as_str());
     // A malformed incoming ID is replaced.
@@ -110,7 +126,11 @@ async fn upstream_connections_are_pooled() {
         assert_eq!(get(a, "/api/x").await.status, 200);
     }
     assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 20);
-    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "keep-alive reuses one connection");
+    assert_eq!(
+        up.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "keep-alive reuses one connection"
+    );
     gw.shutdown().await;
 }
 
@@ -118,17 +138,28 @@ async fn upstream_connections_are_pooled() {
 async fn bodies_stream_both_ways() {
     // Upstream counts the bytes it receives and streams back as many.
     let up = upstream_with(|req: Request<hyper::body::Incoming>| async move {
-        let n = req.into_body().collect().await.expect("body").to_bytes().len();
+        let n = req
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .len();
         http::Response::new(Full::new(Bytes::from(vec![b'z'; n])))
     })
     .await;
     let gw = start(&config(up.addr, ""));
     let a = addr(&gw, "main");
     // 8 MiB chunked upload without Content-Length, in 64 KiB chunks.
-    let chunks = (0..128).map(|_| Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![b'a'; 64 * 1024]))));
+    let chunks = (0..128).map(|_| {
+        Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![b'a'; 64 * 1024])))
+    });
     let body = StreamBody::new(IterStream(chunks));
-    let req = Request::post(format!("http://{a}/api/upload")).body(body).expect("request");
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req = Request::post(format!("http://{a}/api/upload"))
+        .body(body)
+        .expect("request");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
     let resp = client.request(req).await.expect("response");
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await.expect("body").to_bytes();
@@ -141,7 +172,10 @@ struct IterStream<I>(I);
 
 impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
     type Item = I::Item;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<I::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<I::Item>> {
         std::task::Poll::Ready(self.0.next())
     }
 }
@@ -160,6 +194,9 @@ async fn expect_continue_is_answered_and_not_forwarded() {
     assert!(text.starts_with("HTTP/1.1 100 Continue"), "{text}");
     assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
     assert!(text.contains("\"body\":\"hello\""), "{text}");
-    assert!(!text.contains("\"expect\""), "Expect is not sent upstream: {text}");
+    assert!(
+        !text.contains("\"expect\""),
+        "Expect is not sent upstream: {text}"
+    );
     gw.shutdown().await;
 }

@@ -31,7 +31,10 @@ async fn valid_documents_swap_and_invalid_ones_are_rejected() {
     assert_eq!(addr(&gw, "main"), a, "the listener socket is kept");
     let bad = doc("three", "").replace("paths: ['/']", "paths: ['nope']");
     let err = apply(&gw, &bad).expect_err("invalid document");
-    assert!(err.to_string().contains("routes[0].match.paths[0]"), "{err}");
+    assert!(
+        err.to_string().contains("routes[0].match.paths[0]"),
+        "{err}"
+    );
     assert_eq!(get(a, "/").await.body, "two", "old snapshot keeps serving");
     assert_eq!(gw.snapshot().revision, 2);
     gw.shutdown().await;
@@ -40,12 +43,19 @@ async fn valid_documents_swap_and_invalid_ones_are_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_are_added_and_removed_live() {
     let gw = start(&doc("x", ""));
-    apply(&gw, &doc("x", "  - { name: extra, address: 127.0.0.1:0 }\n")).expect("applies");
+    apply(
+        &gw,
+        &doc("x", "  - { name: extra, address: 127.0.0.1:0 }\n"),
+    )
+    .expect("applies");
     let extra = addr(&gw, "extra");
     assert_eq!(get(extra, "/").await.body, "x");
     apply(&gw, &doc("x", "")).expect("applies");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(tokio::net::TcpStream::connect(extra).await.is_err(), "removed listener no longer accepts");
+    assert!(
+        tokio::net::TcpStream::connect(extra).await.is_err(),
+        "removed listener no longer accepts"
+    );
     assert_eq!(get(addr(&gw, "main"), "/").await.body, "x");
     gw.shutdown().await;
 }
@@ -56,15 +66,27 @@ async fn a_listener_that_cannot_bind_rejects_the_reload() {
     // Occupy a port without SO_REUSEPORT so the gateway cannot share it.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
-    let next = doc("new", &format!("  - {{ name: clash, address: 127.0.0.1:{port} }}\n"));
+    let next = doc(
+        "new",
+        &format!("  - {{ name: clash, address: 127.0.0.1:{port} }}\n"),
+    );
     let err = apply(&gw, &next).expect_err("bind fails");
     let msg = err.to_string();
-    assert!(msg.contains("listener `clash` cannot bind") && msg.contains(&port.to_string()), "{msg}");
-    assert_eq!(get(addr(&gw, "main"), "/").await.body, "old", "nothing changed");
+    assert!(
+        msg.contains("listener `clash` cannot bind") && msg.contains(&port.to_string()),
+        "{msg}"
+    );
+    assert_eq!(
+        get(addr(&gw, "main"), "/").await.body,
+        "old",
+        "nothing changed"
+    );
     assert_eq!(gw.snapshot().revision, 1);
     gw.shutdown().await;
     // At start the same problem is a clear error.
-    let err = portcullis::Gateway::start(portcullis::ConfigSource::Inline(next)).err().expect("start fails");
+    let err = portcullis::Gateway::start(portcullis::ConfigSource::Inline(next))
+        .err()
+        .expect("start fails");
     assert!(err.to_string().contains("cannot bind"), "{err}");
 }
 
@@ -113,7 +135,9 @@ async fn a_thousand_reloads_under_load_lose_no_request() {
             let c = client();
             while !stop.load(Ordering::Relaxed) {
                 let path = if i % 2 == 0 { "/p" } else { "/" };
-                let req = http::Request::get(format!("http://{a}{path}")).body(Full::default()).expect("request");
+                let req = http::Request::get(format!("http://{a}{path}"))
+                    .body(Full::default())
+                    .expect("request");
                 match c.request(req).await {
                     Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
                     Ok(r) => {
@@ -130,7 +154,8 @@ async fn a_thousand_reloads_under_load_lose_no_request() {
     }
     let t = Instant::now();
     for n in 1..=1000 {
-        let loaded = portcullis::config::load_str(&proxying(n), "<test>", &|_| None).expect("valid");
+        let loaded =
+            portcullis::config::load_str(&proxying(n), "<test>", &|_| None).expect("valid");
         gw.apply(loaded).expect("applies");
         if n % 50 == 0 {
             tokio::task::yield_now().await;
@@ -142,11 +167,17 @@ async fn a_thousand_reloads_under_load_lose_no_request() {
         l.await.expect("load task");
     }
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    eprintln!("1000 reloads in {:?}; {ok} requests ok, {failed} failed", t.elapsed());
+    eprintln!(
+        "1000 reloads in {:?}; {ok} requests ok, {failed} failed",
+        t.elapsed()
+    );
     assert_eq!(failed, 0);
     assert!(ok > 100, "load actually ran: {ok}");
     assert_eq!(get(a, "/").await.body, "rev1000");
-    assert!(up.connections.load(Ordering::SeqCst) <= 8, "the upstream pool survives reloads");
+    assert!(
+        up.connections.load(Ordering::SeqCst) <= 8,
+        "the upstream pool survives reloads"
+    );
     gw.shutdown().await;
 }
 
@@ -170,5 +201,8 @@ async fn shutdown_drains_in_flight_requests_then_stops() {
     assert!(gw.shutdown().await, "drained within the grace period");
     let got = pending.await.expect("task");
     assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "finished"));
-    assert!(tokio::net::TcpStream::connect(a).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(a).await.is_err(),
+        "no longer accepting"
+    );
 }

@@ -83,7 +83,10 @@ fn yaml() -> String {
         "{}  - {{ name: admin, address: 127.0.0.1:0 }}\n{ROUTES}",
         listeners(1)
     )
-    .replace("- name: high\n    priority: 10\n    match: { paths: [\"/\"] }", "- name: high\n    priority: 10\n    match: { paths: [\"/prio\"] }")
+    .replace(
+        "- name: high\n    priority: 10\n    match: { paths: [\"/\"] }",
+        "- name: high\n    priority: 10\n    match: { paths: [\"/prio\"] }",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,22 +126,43 @@ async fn header_query_and_method_conditions() {
     let gw = start(&yaml());
     let a = addr(&gw, "main");
     let with_header = |h: &'static str, v: &'static str, path: &'static str| {
-        Request::get(format!("http://{a}{path}")).header(h, v).body(Full::default()).expect("request")
+        Request::get(format!("http://{a}{path}"))
+            .header(h, v)
+            .body(Full::default())
+            .expect("request")
     };
-    assert_eq!(send(with_header("x-env", "canary", "/users")).await.body, "canary");
-    assert_eq!(send(with_header("x-env", "prod", "/users")).await.body, "users-prefix");
+    assert_eq!(
+        send(with_header("x-env", "canary", "/users")).await.body,
+        "canary"
+    );
+    assert_eq!(
+        send(with_header("x-env", "prod", "/users")).await.body,
+        "users-prefix"
+    );
     assert_eq!(get(a, "/users?beta=true").await.body, "beta");
     assert_eq!(get(a, "/users?beta=no").await.body, "users-prefix");
     assert_eq!(get(a, "/debug").await.body, "no-debug");
-    assert_eq!(send(with_header("x-debug", "1", "/debug")).await.status, 404);
+    assert_eq!(
+        send(with_header("x-debug", "1", "/debug")).await.status,
+        404
+    );
     // PUT allowed (methods are case-insensitive in config), DELETE falls to the prefix route.
-    let put = Request::put(format!("http://{a}/users/1")).body(Full::default()).expect("request");
+    let put = Request::put(format!("http://{a}/users/1"))
+        .body(Full::default())
+        .expect("request");
     assert_eq!(send(put).await.body, r#"{"id": "1"}"#);
-    let del = Request::delete(format!("http://{a}/users/1")).body(Full::default()).expect("request");
+    let del = Request::delete(format!("http://{a}/users/1"))
+        .body(Full::default())
+        .expect("request");
     assert_eq!(send(del).await.body, "users-prefix");
-    let post = Request::post(format!("http://{a}/submit")).body(Full::default()).expect("request");
+    let post = Request::post(format!("http://{a}/submit"))
+        .body(Full::default())
+        .expect("request");
     let got = send(post).await;
-    assert_eq!((got.status.as_u16(), got.body.as_str()), (201, r#"{"ok":true,"n":[1,2]}"#));
+    assert_eq!(
+        (got.status.as_u16(), got.body.as_str()),
+        (201, r#"{"ok":true,"n":[1,2]}"#)
+    );
     gw.shutdown().await;
 }
 
@@ -156,7 +180,10 @@ async fn not_found_and_method_not_allowed() {
     assert_eq!(got.headers["content-type"], "application/json");
     let e = &got.json()["error"];
     assert_eq!(e["status"], 404);
-    assert_eq!(e["request_id"], got.headers["x-request-id"].to_str().expect("ascii"));
+    assert_eq!(
+        e["request_id"],
+        got.headers["x-request-id"].to_str().expect("ascii")
+    );
     let got = get(a, "/submit").await;
     assert_eq!(got.status, 405);
     assert_eq!(got.code(), "method_not_allowed");
@@ -175,12 +202,20 @@ async fn redirects_and_listener_restriction() {
     for evil in ["/go//evil.com", "/go/%2F%2Fevil.com", "/go/%5Cevil.com"] {
         let got = get(a, evil).await;
         let loc = got.headers["location"].to_str().expect("ascii").to_string();
-        assert!(loc.starts_with('/') && !loc.starts_with("//") && !loc.starts_with("/\\"), "{evil} -> {loc}");
+        assert!(
+            loc.starts_with('/') && !loc.starts_with("//") && !loc.starts_with("/\\"),
+            "{evil} -> {loc}"
+        );
     }
     // Captures inside JSON bodies are escaped.
     let got = get(a, "/j/a%22b").await;
     assert_eq!(got.json()["id"], "a%22b");
-    let (text, _) = raw(a, b"GET /j/a\"b HTTP/1.1\r\nhost: x\r\n\r\n", std::time::Duration::from_millis(500)).await;
+    let (text, _) = raw(
+        a,
+        b"GET /j/a\"b HTTP/1.1\r\nhost: x\r\n\r\n",
+        std::time::Duration::from_millis(500),
+    )
+    .await;
     if text.starts_with("HTTP/1.1 200") {
         let body = &text[text.find("\r\n\r\n").expect("head end") + 4..];
         let v: serde_json::Value = serde_json::from_str(body).expect("still valid JSON");
@@ -190,11 +225,16 @@ async fn redirects_and_listener_restriction() {
     assert_eq!(get(a, "/c/deeper/x").await.body, "longer-prefix");
     assert_eq!(get(a, "/c/other").await.body, "catch-all");
     // HEAD is served by GET routes.
-    let head = http::Request::head(format!("http://{a}/users/5")).body(Full::default()).expect("request");
+    let head = http::Request::head(format!("http://{a}/users/5"))
+        .body(Full::default())
+        .expect("request");
     let got = send(head).await;
     assert_eq!((got.status.as_u16(), got.body.as_str()), (200, ""));
     let main_admin = get(a, "/admin").await;
-    assert_eq!(main_admin.status, 404, "admin route is only on the admin listener");
+    assert_eq!(
+        main_admin.status, 404,
+        "admin route is only on the admin listener"
+    );
     let admin = get(addr(&gw, "admin"), "/admin").await;
     assert_eq!((admin.status.as_u16(), admin.body.as_str()), (202, "admin"));
     gw.shutdown().await;

@@ -26,14 +26,24 @@ async fn assert_still_serving(a: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_is_502_json() {
     // Bind then drop to get a port with nothing listening.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
     let gw = start(&config(dead, "{ connect: 1s }"));
     let a = addr(&gw, "main");
     let got = get(a, "/x").await;
     assert_eq!(got.status, 502);
     assert_eq!(got.code(), "upstream_unreachable");
-    assert!(!got.body.contains(&dead.port().to_string()), "no upstream address leaks: {}", got.body);
-    assert_eq!(got.json()["error"]["request_id"], got.headers["x-request-id"].to_str().expect("ascii"));
+    assert!(
+        !got.body.contains(&dead.port().to_string()),
+        "no upstream address leaks: {}",
+        got.body
+    );
+    assert_eq!(
+        got.json()["error"]["request_id"],
+        got.headers["x-request-id"].to_str().expect("ascii")
+    );
     assert_still_serving(a).await;
     gw.shutdown().await;
 }
@@ -61,11 +71,19 @@ async fn hanging_upstream_is_504_after_read_timeout() {
     let got = get(a, "/x").await;
     assert_eq!(got.status, 504);
     assert_eq!(got.code(), "upstream_timeout");
-    assert!(t.elapsed() >= Duration::from_millis(250) && t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(250) && t.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
     // The route's own read timeout overrides the upstream's.
     let t = Instant::now();
     assert_eq!(get(a, "/fast").await.status, 504);
-    assert!(t.elapsed() < Duration::from_millis(280), "route override applies: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(280),
+        "route override applies: {:?}",
+        t.elapsed()
+    );
     assert_still_serving(a).await;
     gw.shutdown().await;
 }
@@ -85,7 +103,11 @@ async fn total_timeout_bounds_the_exchange() {
 async fn assert_truncated(a: SocketAddr) {
     let resp = tokio::time::timeout(
         Duration::from_secs(5),
-        client().request(Request::get(format!("http://{a}/x")).body(Full::default()).expect("request")),
+        client().request(
+            Request::get(format!("http://{a}/x"))
+                .body(Full::default())
+                .expect("request"),
+        ),
     )
     .await
     .expect("headers in time")
@@ -118,13 +140,16 @@ async fn upstream_stalling_mid_body_is_cut_after_read_timeout() {
 async fn connect_timeout_is_504() {
     // A listener with a backlog of 1 that never accepts: once its queue is
     // full, further SYNs are dropped and connects hang until the timeout.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into()).expect("bind");
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
+        .expect("bind");
     sock.listen(0).expect("listen");
     let full: SocketAddr = sock.local_addr().expect("addr").as_socket().expect("inet");
     let mut fillers = Vec::new();
     for _ in 0..8 {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
         s.set_nonblocking(true).expect("nonblocking");
         let _ = s.connect(&full.into());
         fillers.push(s);

@@ -36,9 +36,17 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "<document>" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "<document>"
+        } else {
+            &self.path
+        };
         match self.pos {
-            Some(p) => write!(f, "{path} (line {}, col {}): {}", p.line, p.col, self.message),
+            Some(p) => write!(
+                f,
+                "{path} (line {}, col {}): {}",
+                p.line, p.col, self.message
+            ),
             None => write!(f, "{path}: {}", self.message),
         }
     }

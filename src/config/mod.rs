@@ -74,7 +74,11 @@ pub fn load_str(
 
 /// Deserializes section by section and item by item, so that a wrong type
 /// in one route does not hide the errors of the next.
-fn deserialize_document(value: Value, positions: &Positions, errors: &mut Vec<ConfigError>) -> Document {
+fn deserialize_document(
+    value: Value,
+    positions: &Positions,
+    errors: &mut Vec<ConfigError>,
+) -> Document {
     let mut doc = Document::default();
     let obj = match value {
         Value::Object(o) => o,
@@ -112,7 +116,12 @@ fn deserialize_document(value: Value, positions: &Positions, errors: &mut Vec<Co
     doc
 }
 
-fn list<T: DeserializeOwned>(v: Value, path: &str, positions: &Positions, errors: &mut Vec<ConfigError>) -> Vec<T> {
+fn list<T: DeserializeOwned>(
+    v: Value,
+    path: &str,
+    positions: &Positions,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<T> {
     match v {
         Value::Null => Vec::new(),
         Value::Array(items) => items
@@ -131,7 +140,12 @@ fn list<T: DeserializeOwned>(v: Value, path: &str, positions: &Positions, errors
     }
 }
 
-fn item<T: DeserializeOwned>(v: Value, path: &str, positions: &Positions, errors: &mut Vec<ConfigError>) -> Option<T> {
+fn item<T: DeserializeOwned>(
+    v: Value,
+    path: &str,
+    positions: &Positions,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(v) {
         Ok(t) => Some(t),
         Err(e) => {

@@ -3,11 +3,18 @@
 use super::*;
 
 fn load(src: &str) -> Result<LoadedConfig, ConfigErrors> {
-    load_str(src, "test.yaml", &|k| (k == "PORT").then(|| "9000".to_string()))
+    load_str(src, "test.yaml", &|k| {
+        (k == "PORT").then(|| "9000".to_string())
+    })
 }
 
 fn errors(src: &str) -> Vec<String> {
-    load(src).expect_err("should be invalid").errors.iter().map(|e| e.to_string()).collect()
+    load(src)
+        .expect_err("should be invalid")
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect()
 }
 
 const BASE: &str = "listeners:\n  - { name: main, address: 127.0.0.1:0 }\n";
@@ -38,9 +45,18 @@ fn many_errors_are_reported_together() {
     assert_eq!(errs.len(), 2, "{text}");
     let src2 = format!("{BASE}upstreams:\n  - name: u\n    targets: [{{ address: 'a:1' }}]\nroutes:\n  - name: a\n    upstream: missing\n  - name: a\n    respond: {{}}\n  - name: c\n    match: {{ paths: ['~(' ], headers: [{{ name: 'bad header', value: x }}] }}\n    respond: {{}}\n");
     let text = errors(&src2).join("\n");
-    assert!(text.contains("routes[0].upstream (line 8, col 15): unknown upstream `missing`"), "{text}");
-    assert!(text.contains("routes[1].name (line 9, col 11): duplicate name `a`"), "{text}");
-    assert!(text.contains("routes[2].match.paths[0]") && text.contains("invalid regex"), "{text}");
+    assert!(
+        text.contains("routes[0].upstream (line 8, col 15): unknown upstream `missing`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("routes[1].name (line 9, col 11): duplicate name `a`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("routes[2].match.paths[0]") && text.contains("invalid regex"),
+        "{text}"
+    );
     assert!(text.contains("not a valid header name"), "{text}");
 }
 
@@ -49,10 +65,19 @@ fn wrong_types_unknown_keys_and_sections() {
     let text = errors("listeners: 5\nroutez: []\n").join("\n");
     assert!(text.contains("`listeners` must be a list"), "{text}");
     assert!(text.contains("unknown section `routez`"), "{text}");
-    let text = errors(&format!("{BASE}routes:\n  - name: r\n    priority: high\n    respond: {{}}\n")).join("\n");
-    assert!(text.contains("routes[0].priority (line 5, col 15): invalid type"), "{text}");
+    let text = errors(&format!(
+        "{BASE}routes:\n  - name: r\n    priority: high\n    respond: {{}}\n"
+    ))
+    .join("\n");
+    assert!(
+        text.contains("routes[0].priority (line 5, col 15): invalid type"),
+        "{text}"
+    );
     let text = errors("listeners:\n  - { name: main, address: 127.0.0.1:0, typo: 1 }\n").join("\n");
-    assert!(text.contains("listeners[0]") && text.contains("unknown field `typo`"), "{text}");
+    assert!(
+        text.contains("listeners[0]") && text.contains("unknown field `typo`"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -61,25 +86,48 @@ fn listeners_overlap_and_bad_addresses() {
         "listeners:\n  - { name: a, address: 0.0.0.0:8080 }\n  - { name: b, address: 127.0.0.1:8080 }\n  - { name: c, address: 'localhost:80' }\n  - { name: a, address: 127.0.0.1:0 }\n  - { name: e, address: 127.0.0.1:0 }\n",
     )
     .join("\n");
-    assert!(text.contains("listeners[1].address") && text.contains("overlaps listeners[0]"), "{text}");
-    assert!(text.contains("listeners[2].address") && text.contains("not IP:PORT"), "{text}");
-    assert!(text.contains("listeners[3].name") && text.contains("duplicate name `a`"), "{text}");
-    assert!(!text.contains("listeners[4]"), "port 0 never overlaps: {text}");
-    assert!(errors("routes: []\n").join("").contains("at least one listener"));
+    assert!(
+        text.contains("listeners[1].address") && text.contains("overlaps listeners[0]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("listeners[2].address") && text.contains("not IP:PORT"),
+        "{text}"
+    );
+    assert!(
+        text.contains("listeners[3].name") && text.contains("duplicate name `a`"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("listeners[4]"),
+        "port 0 never overlaps: {text}"
+    );
+    assert!(errors("routes: []\n")
+        .join("")
+        .contains("at least one listener"));
 }
 
 #[test]
 fn env_substitution_in_documents() {
-    let loaded = load("listeners:\n  - { name: m, address: '127.0.0.1:${PORT}' }\n").expect("valid");
+    let loaded =
+        load("listeners:\n  - { name: m, address: '127.0.0.1:${PORT}' }\n").expect("valid");
     assert_eq!(loaded.doc.listeners[0].address, "127.0.0.1:9000");
     let text = errors("listeners:\n  - { name: m, address: '127.0.0.1:${NOPE}' }\n").join("");
-    assert!(text.contains("listeners[0].address (line 2, col 25): environment variable `NOPE` is not set"), "{text}");
+    assert!(
+        text.contains(
+            "listeners[0].address (line 2, col 25): environment variable `NOPE` is not set"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
 fn malformed_yaml_is_positioned() {
     let text = errors("listeners:\n  - name: [unclosed\n").join("");
-    assert!(text.contains("malformed YAML") && text.contains("line"), "{text}");
+    assert!(
+        text.contains("malformed YAML") && text.contains("line"),
+        "{text}"
+    );
 }
 
 #[test]

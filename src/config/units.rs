@@ -22,19 +22,29 @@ impl<'de> Deserialize<'de> for HumanDuration {
             fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
                 humantime::parse_duration(s.trim())
                     .map(HumanDuration)
-                    .map_err(|e| E::custom(format!("invalid duration `{s}`: {e}; write it like `250ms`, `30s` or `1m`")))
+                    .map_err(|e| {
+                        E::custom(format!(
+                            "invalid duration `{s}`: {e}; write it like `250ms`, `30s` or `1m`"
+                        ))
+                    })
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<HumanDuration, E> {
                 if n == 0 {
                     return Ok(HumanDuration(Duration::ZERO));
                 }
-                Err(E::custom(format!("duration `{n}` has no unit; write `{n}s` or `{n}ms`")))
+                Err(E::custom(format!(
+                    "duration `{n}` has no unit; write `{n}s` or `{n}ms`"
+                )))
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<HumanDuration, E> {
-                Err(E::custom(format!("duration `{n}` has no unit; write it like `30s`")))
+                Err(E::custom(format!(
+                    "duration `{n}` has no unit; write it like `30s`"
+                )))
             }
             fn visit_f64<E: de::Error>(self, n: f64) -> Result<HumanDuration, E> {
-                Err(E::custom(format!("duration `{n}` has no unit; write it like `1500ms`")))
+                Err(E::custom(format!(
+                    "duration `{n}` has no unit; write it like `1500ms`"
+                )))
             }
         }
         d.deserialize_any(V)

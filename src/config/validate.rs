@@ -21,7 +21,8 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn err(&mut self, path: &str, msg: impl Into<String>) {
-        self.errors.push(ConfigError::at(path, self.positions.find(path), msg));
+        self.errors
+            .push(ConfigError::at(path, self.positions.find(path), msg));
     }
 
     /// Reports names that are empty or repeat an earlier one in the same section.
@@ -32,7 +33,10 @@ impl Checker<'_> {
             if name.trim().is_empty() {
                 self.err(&path, "name must not be empty");
             } else if let Some(first) = seen.insert(name, i) {
-                self.err(&path, format!("duplicate name `{name}`: {section}[{first}] already uses it"));
+                self.err(
+                    &path,
+                    format!("duplicate name `{name}`: {section}[{first}] already uses it"),
+                );
                 seen.insert(name, first);
             }
         }
@@ -51,14 +55,19 @@ pub fn validate(doc: &Document, positions: &Positions) -> Vec<ConfigError> {
     check_routes(&mut c, doc);
     check_consumers(&mut c, &doc.consumers);
     for (i, p) in doc.plugins.iter().enumerate() {
-        plugins::check_doc(p, &format!("plugins[{i}]"), &mut |path, msg| c.err(path, msg));
+        plugins::check_doc(p, &format!("plugins[{i}]"), &mut |path, msg| {
+            c.err(path, msg)
+        });
     }
     c.errors
 }
 
 fn check_gateway(c: &mut Checker, g: &GatewaySettings) {
     if g.workers > 1024 {
-        c.err("gateway.workers", "at most 1024 workers; use 0 for one per core");
+        c.err(
+            "gateway.workers",
+            "at most 1024 workers; use 0 for one per core",
+        );
     }
     if HeaderName::from_bytes(g.request_id_header.as_bytes()).is_err() {
         c.err("gateway.request_id_header", "not a valid header name");
@@ -67,7 +76,10 @@ fn check_gateway(c: &mut Checker, g: &GatewaySettings) {
 
 fn check_listeners(c: &mut Checker, listeners: &[ListenerDoc]) {
     if listeners.is_empty() {
-        c.err("listeners", "at least one listener is needed, like `- { name: public, address: 0.0.0.0:8080 }`");
+        c.err(
+            "listeners",
+            "at least one listener is needed, like `- { name: public, address: 0.0.0.0:8080 }`",
+        );
     }
     c.unique("listeners", listeners.iter().map(|l| l.name.as_str()));
     let mut bound: Vec<(usize, SocketAddr)> = Vec::new();
@@ -76,13 +88,18 @@ fn check_listeners(c: &mut Checker, listeners: &[ListenerDoc]) {
         match l.address.parse::<SocketAddr>() {
             Err(_) => c.err(
                 &format!("{p}.address"),
-                format!("`{}` is not IP:PORT; write `0.0.0.0:8080`, `127.0.0.1:8080` or `[::]:8080`", l.address),
+                format!(
+                    "`{}` is not IP:PORT; write `0.0.0.0:8080`, `127.0.0.1:8080` or `[::]:8080`",
+                    l.address
+                ),
             ),
             Ok(addr) => {
                 let clash = bound.iter().find(|(_, b)| {
                     addr.port() != 0
                         && b.port() == addr.port()
-                        && (b.ip() == addr.ip() || b.ip().is_unspecified() || addr.ip().is_unspecified())
+                        && (b.ip() == addr.ip()
+                            || b.ip().is_unspecified()
+                            || addr.ip().is_unspecified())
                 });
                 if let Some((j, b)) = clash {
                     c.err(
@@ -102,7 +119,10 @@ fn check_listeners(c: &mut Checker, listeners: &[ListenerDoc]) {
             }
         }
         if !(1024..=1 << 20).contains(&l.max_header_size.0) {
-            c.err(&format!("{p}.max_header_size"), "must be between 1KiB and 1MiB");
+            c.err(
+                &format!("{p}.max_header_size"),
+                "must be between 1KiB and 1MiB",
+            );
         }
         if !(1..=10_000).contains(&l.max_headers) {
             c.err(&format!("{p}.max_headers"), "must be between 1 and 10000");
@@ -111,10 +131,16 @@ fn check_listeners(c: &mut Checker, listeners: &[ListenerDoc]) {
             c.err(&format!("{p}.max_uri_length"), "must be at least 16 bytes");
         }
         if l.header_read_timeout.0.is_zero() {
-            c.err(&format!("{p}.header_read_timeout"), "must be greater than zero");
+            c.err(
+                &format!("{p}.header_read_timeout"),
+                "must be greater than zero",
+            );
         }
         if l.body_read_timeout.0.is_zero() {
-            c.err(&format!("{p}.body_read_timeout"), "must be greater than zero");
+            c.err(
+                &format!("{p}.body_read_timeout"),
+                "must be greater than zero",
+            );
         }
     }
 }
@@ -128,8 +154,11 @@ pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
 
 /// Splits a target `host:port`; the error says what is wrong.
 pub fn parse_target(s: &str) -> Result<(String, u16), String> {
-    let hint = "write a target as `host:port`, like `10.0.0.5:9000`, `[::1]:9000` or `users.internal:80`";
-    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("`{s}` has no port; {hint}"))?;
+    let hint =
+        "write a target as `host:port`, like `10.0.0.5:9000`, `[::1]:9000` or `users.internal:80`";
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}` has no port; {hint}"))?;
     let port: u16 = port
         .parse()
         .ok()
@@ -140,9 +169,11 @@ pub fn parse_target(s: &str) -> Result<(String, u16), String> {
     } else {
         !host.is_empty()
             && host.len() <= 253
-            && host
-                .split('.')
-                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
     };
     if !host_ok {
         return Err(format!("`{host}` is not a host name or IP address; {hint}"));
@@ -153,7 +184,10 @@ pub fn parse_target(s: &str) -> Result<(String, u16), String> {
 fn check_timeouts(c: &mut Checker, p: &str, t: &TimeoutsDoc) {
     for (name, v) in [("connect", t.connect), ("read", t.read), ("total", t.total)] {
         if v.is_some_and(|d| d.0.is_zero()) {
-            c.err(&format!("{p}.timeouts.{name}"), "must be greater than zero (leave it out for the default)");
+            c.err(
+                &format!("{p}.timeouts.{name}"),
+                "must be greater than zero (leave it out for the default)",
+            );
         }
     }
 }
@@ -163,17 +197,26 @@ fn check_upstreams(c: &mut Checker, upstreams: &[UpstreamDoc]) {
     for (i, u) in upstreams.iter().enumerate() {
         let p = format!("upstreams[{i}]");
         if u.targets.is_empty() {
-            c.err(&format!("{p}.targets"), "an upstream needs at least one target, like `- address: 127.0.0.1:9000`");
+            c.err(
+                &format!("{p}.targets"),
+                "an upstream needs at least one target, like `- address: 127.0.0.1:9000`",
+            );
         }
         let mut seen = HashSet::new();
         for (j, t) in u.targets.iter().enumerate() {
             if let Err(e) = parse_target(&t.address) {
                 c.err(&format!("{p}.targets[{j}].address"), e);
             } else if !seen.insert(t.address.as_str()) {
-                c.err(&format!("{p}.targets[{j}].address"), format!("target `{}` is listed twice", t.address));
+                c.err(
+                    &format!("{p}.targets[{j}].address"),
+                    format!("target `{}` is listed twice", t.address),
+                );
             }
             if t.weight > 10_000 {
-                c.err(&format!("{p}.targets[{j}].weight"), "weight must be between 0 and 10000");
+                c.err(
+                    &format!("{p}.targets[{j}].weight"),
+                    "weight must be between 0 and 10000",
+                );
             }
         }
         check_timeouts(c, &p, &u.timeouts);
@@ -186,22 +229,41 @@ fn check_routes(c: &mut Checker, doc: &Document) {
     let listeners: HashSet<&str> = doc.listeners.iter().map(|l| l.name.as_str()).collect();
     for (i, r) in doc.routes.iter().enumerate() {
         let p = format!("routes[{i}]");
-        let actions = [r.upstream.is_some(), r.respond.is_some(), r.redirect.is_some()];
+        let actions = [
+            r.upstream.is_some(),
+            r.respond.is_some(),
+            r.redirect.is_some(),
+        ];
         match actions.iter().filter(|a| **a).count() {
-            0 => c.err(&p, "a route needs one action: `upstream`, `respond` or `redirect`"),
+            0 => c.err(
+                &p,
+                "a route needs one action: `upstream`, `respond` or `redirect`",
+            ),
             1 => {}
-            _ => c.err(&p, "a route takes only one of `upstream`, `respond` and `redirect`"),
+            _ => c.err(
+                &p,
+                "a route takes only one of `upstream`, `respond` and `redirect`",
+            ),
         }
         if let Some(u) = &r.upstream {
             if !upstreams.contains(u.as_str()) {
-                c.err(&format!("{p}.upstream"), format!("unknown upstream `{u}`; define it under `upstreams`"));
+                c.err(
+                    &format!("{p}.upstream"),
+                    format!("unknown upstream `{u}`; define it under `upstreams`"),
+                );
             }
         } else if r.strip_prefix {
-            c.err(&format!("{p}.strip_prefix"), "`strip_prefix` only applies to routes with an `upstream`");
+            c.err(
+                &format!("{p}.strip_prefix"),
+                "`strip_prefix` only applies to routes with an `upstream`",
+            );
         }
         for (j, l) in r.listeners.iter().enumerate() {
             if !listeners.contains(l.as_str()) {
-                c.err(&format!("{p}.listeners[{j}]"), format!("unknown listener `{l}`"));
+                c.err(
+                    &format!("{p}.listeners[{j}]"),
+                    format!("unknown listener `{l}`"),
+                );
             }
         }
         let m = &r.matcher;
@@ -218,15 +280,23 @@ fn check_routes(c: &mut Checker, doc: &Document) {
             }
         }
         for (j, method) in m.methods.iter().enumerate() {
-            if http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).is_err() || method.is_empty() {
-                c.err(&format!("{p}.match.methods[{j}]"), format!("`{method}` is not an HTTP method"));
+            if http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).is_err()
+                || method.is_empty()
+            {
+                c.err(
+                    &format!("{p}.match.methods[{j}]"),
+                    format!("`{method}` is not an HTTP method"),
+                );
             }
         }
         for (kind, fields) in [("headers", &m.headers), ("query", &m.query)] {
             for (j, f) in fields.iter().enumerate() {
                 let fp = format!("{p}.match.{kind}[{j}]");
                 if kind == "headers" && HeaderName::from_bytes(f.name.as_bytes()).is_err() {
-                    c.err(&format!("{fp}.name"), format!("`{}` is not a valid header name", f.name));
+                    c.err(
+                        &format!("{fp}.name"),
+                        format!("`{}` is not a valid header name", f.name),
+                    );
                 }
                 if f.name.is_empty() {
                     c.err(&format!("{fp}.name"), "name must not be empty");
@@ -237,7 +307,11 @@ fn check_routes(c: &mut Checker, doc: &Document) {
                 }
                 if let Some(re) = &f.regex {
                     if let Err(e) = regex::Regex::new(re) {
-                        let msg = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+                        let msg = e
+                            .to_string()
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" ");
                         c.err(&format!("{fp}.regex"), format!("invalid regex: {msg}"));
                     }
                 }
@@ -248,10 +322,16 @@ fn check_routes(c: &mut Checker, doc: &Document) {
         }
         if let Some(red) = &r.redirect {
             if ![301, 302, 303, 307, 308].contains(&red.status) {
-                c.err(&format!("{p}.redirect.status"), "redirect status must be 301, 302, 303, 307 or 308");
+                c.err(
+                    &format!("{p}.redirect.status"),
+                    "redirect status must be 301, 302, 303, 307 or 308",
+                );
             }
             if red.location.is_empty() {
-                c.err(&format!("{p}.redirect.location"), "location must not be empty");
+                c.err(
+                    &format!("{p}.redirect.location"),
+                    "location must not be empty",
+                );
             }
             if let Err(e) = Template::parse(&red.location, &captures, true) {
                 c.err(&format!("{p}.redirect.location"), e);
@@ -259,17 +339,25 @@ fn check_routes(c: &mut Checker, doc: &Document) {
         }
         check_timeouts(c, &p, &r.timeouts);
         for (j, plugin) in r.plugins.iter().enumerate() {
-            plugins::check_doc(plugin, &format!("{p}.plugins[{j}]"), &mut |path, msg| c.err(path, msg));
+            plugins::check_doc(plugin, &format!("{p}.plugins[{j}]"), &mut |path, msg| {
+                c.err(path, msg)
+            });
         }
     }
 }
 
 fn check_respond(c: &mut Checker, p: &str, resp: &RespondDoc, captures: &[String]) {
     if !(200..=599).contains(&resp.status) {
-        c.err(&format!("{p}.respond.status"), "status must be between 200 and 599");
+        c.err(
+            &format!("{p}.respond.status"),
+            "status must be between 200 and 599",
+        );
     }
     if resp.body.is_some() && resp.json.is_some() {
-        c.err(&format!("{p}.respond"), "give either `body` or `json`, not both");
+        c.err(
+            &format!("{p}.respond"),
+            "give either `body` or `json`, not both",
+        );
     }
     if let Some(body) = &resp.body {
         if let Err(e) = Template::parse(body, captures, false) {
@@ -296,7 +384,12 @@ fn check_consumers(c: &mut Checker, consumers: &[ConsumerDoc]) {
             if k.len() < 8 {
                 c.err(&path, "API keys must be at least 8 characters");
             } else if let Some(other) = keys.insert(k, i) {
-                c.err(&path, format!("this API key is also given to consumers[{other}]; keys must be unique"));
+                c.err(
+                    &path,
+                    format!(
+                        "this API key is also given to consumers[{other}]; keys must be unique"
+                    ),
+                );
             }
         }
     }

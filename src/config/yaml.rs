@@ -119,7 +119,11 @@ impl MarkedEventReceiver for Builder {
             }
             Event::Scalar(text, style, anchor, tag) => {
                 let plain = style == TScalarStyle::Plain && tag.is_none();
-                let kind = if plain { plain_scalar(text) } else { Kind::Str(text) };
+                let kind = if plain {
+                    plain_scalar(text)
+                } else {
+                    Kind::Str(text)
+                };
                 self.push_value(Node { kind, pos, plain }, anchor);
             }
             Event::SequenceStart(anchor, _) => self.stack.push((
@@ -187,7 +191,10 @@ fn plain_scalar(text: String) -> Kind {
             return Kind::Int(i);
         }
     }
-    let looks_float = digits.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'.')
+    let looks_float = digits
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_digit() || b == b'.')
         && digits
             .bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
@@ -234,7 +241,10 @@ pub fn substitute_env(
         Kind::Str(s) if s.contains("${") => match expand(s, env) {
             Ok(out) => {
                 // An unquoted scalar that was one reference takes the type of its value.
-                let whole = node.plain && s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+                let whole = node.plain
+                    && s.starts_with("${")
+                    && s.ends_with('}')
+                    && s.matches("${").count() == 1;
                 node.kind = if whole {
                     plain_scalar(out)
                 } else {
@@ -278,10 +288,8 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Strin
             Some((n, d)) => (n, Some(d)),
             None => (inner, None),
         };
-        let valid = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let valid =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid {
             return Err(format!(
                 "`${{{inner}}}` is not a valid environment reference; names use letters, digits and `_`"
@@ -349,7 +357,11 @@ pub fn to_json(
             let mut map = Map::new();
             for (k, v) in entries {
                 if matches!(k.kind, Kind::Seq(_) | Kind::Map(_)) {
-                    errors.push(ConfigError::at(path, Some(k.pos), "mapping keys must be plain text"));
+                    errors.push(ConfigError::at(
+                        path,
+                        Some(k.pos),
+                        "mapping keys must be plain text",
+                    ));
                     continue;
                 }
                 let key = key_text(k);
@@ -431,7 +443,8 @@ mod tests {
 
     #[test]
     fn env_errors_are_positioned() {
-        let mut node = parse("listeners:\n  - address: ${NOPE}\n  - address: ${bad name}").expect("yaml");
+        let mut node =
+            parse("listeners:\n  - address: ${NOPE}\n  - address: ${bad name}").expect("yaml");
         let mut errs = Vec::new();
         substitute_env(&mut node, "", &|_| None, &mut errs);
         assert_eq!(errs.len(), 2);

@@ -17,7 +17,10 @@ const REGISTRY: &[(&str, ConfigCheck)] = &[];
 /// Checks one plugin attachment; reports problems through `err(path, message)`.
 pub fn check_doc(doc: &crate::config::PluginDoc, path: &str, err: &mut dyn FnMut(&str, String)) {
     if doc.0.len() != 1 {
-        err(path, "a plugin entry is a one-key mapping, like `- key_auth: {}`".into());
+        err(
+            path,
+            "a plugin entry is a one-key mapping, like `- key_auth: {}`".into(),
+        );
         return;
     }
     for (name, config) in &doc.0 {
@@ -34,7 +37,10 @@ pub fn check_doc(doc: &crate::config::PluginDoc, path: &str, err: &mut dyn FnMut
                 } else {
                     format!("known plugins: {}", known.join(", "))
                 };
-                err(&format!("{path}.{name}"), format!("unknown plugin `{name}`; {list}"));
+                err(
+                    &format!("{path}.{name}"),
+                    format!("unknown plugin `{name}`; {list}"),
+                );
             }
         }
     }

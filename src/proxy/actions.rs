@@ -9,11 +9,18 @@ use crate::routing::{Captures, PathPattern};
 use crate::snapshot::{RedirectAction, RespondAction};
 
 fn captures(pattern: Option<&PathPattern>, path: &str) -> Captures {
-    pattern.and_then(|p| p.captures(path)).map(|(c, _)| c).unwrap_or_default()
+    pattern
+        .and_then(|p| p.captures(path))
+        .map(|(c, _)| c)
+        .unwrap_or_default()
 }
 
 /// Builds the fixed response of a `respond` route.
-pub fn respond(a: &RespondAction, pattern: Option<&PathPattern>, path: &str) -> Response<ProxyBody> {
+pub fn respond(
+    a: &RespondAction,
+    pattern: Option<&PathPattern>,
+    path: &str,
+) -> Response<ProxyBody> {
     let body = if a.body.is_static() {
         a.body.render(&Captures::default(), false)
     } else {
@@ -26,13 +33,21 @@ pub fn respond(a: &RespondAction, pattern: Option<&PathPattern>, path: &str) -> 
         h.append(k.clone(), v.clone());
     }
     if !h.contains_key(header::CONTENT_TYPE) {
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
     }
     resp
 }
 
 /// Builds the response of a `redirect` route.
-pub fn redirect(a: &RedirectAction, pattern: Option<&PathPattern>, path: &str, query: Option<&str>) -> Response<ProxyBody> {
+pub fn redirect(
+    a: &RedirectAction,
+    pattern: Option<&PathPattern>,
+    path: &str,
+    query: Option<&str>,
+) -> Response<ProxyBody> {
     let mut location = a.location.render(&captures(pattern, path), false);
     // A relative location must stay on this site: captures such as `/evil.com`
     // could otherwise turn `/{rest}` into `//evil.com` (or `/\evil.com`, which

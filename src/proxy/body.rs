@@ -19,7 +19,9 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// A body with fixed contents.
 pub fn full(data: impl Into<Bytes>) -> ProxyBody {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// An empty body.
@@ -70,7 +72,12 @@ pin_project_lite::pin_project! {
 impl<B> GuardedBody<B> {
     /// Wraps `inner`. `limit` caps the total bytes, `idle` the pause between
     /// chunks, `deadline` the moment by which the body must be complete.
-    pub fn new(inner: B, limit: Option<u64>, idle: Option<Duration>, deadline: Option<Instant>) -> Self {
+    pub fn new(
+        inner: B,
+        limit: Option<u64>,
+        idle: Option<Duration>,
+        deadline: Option<Instant>,
+    ) -> Self {
         GuardedBody {
             inner,
             limit,
@@ -91,7 +98,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {

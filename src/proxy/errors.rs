@@ -50,7 +50,10 @@ impl GatewayError {
         let mut resp = Response::new(full(body.to_string()));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.close {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));

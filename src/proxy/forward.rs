@@ -39,7 +39,11 @@ pub struct Forward<'a> {
 }
 
 fn timeout_error(what: &str) -> GatewayError {
-    GatewayError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("the upstream did not {what} in time"))
+    GatewayError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "upstream_timeout",
+        format!("the upstream did not {what} in time"),
+    )
 }
 
 /// Maps a failed upstream exchange to the client-facing error.
@@ -65,23 +69,40 @@ fn classify(err: &hyper_util::client::legacy::Error) -> GatewayError {
         let mut src = std::error::Error::source(err);
         let mut timed_out = false;
         while let Some(e) = src {
-            timed_out |= e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+            timed_out |= e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
             src = e.source();
         }
         if timed_out {
             return timeout_error("accept the connection");
         }
-        return GatewayError::new(StatusCode::BAD_GATEWAY, "upstream_unreachable", "the upstream could not be reached");
+        return GatewayError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            "the upstream could not be reached",
+        );
     }
-    GatewayError::new(StatusCode::BAD_GATEWAY, "upstream_error", "the upstream closed the connection or sent an invalid response")
+    GatewayError::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        "the upstream closed the connection or sent an invalid response",
+    )
 }
 
 /// Proxies `req` upstream and returns the upstream's response (or a gateway error).
-pub async fn forward(req: Request<Incoming>, f: Forward<'_>) -> Result<Response<ProxyBody>, GatewayError> {
+pub async fn forward(
+    req: Request<Incoming>,
+    f: Forward<'_>,
+) -> Result<Response<ProxyBody>, GatewayError> {
     let started = Instant::now();
     let a = f.action;
     let target = a.upstream.pick().ok_or_else(|| {
-        GatewayError::new(StatusCode::SERVICE_UNAVAILABLE, "no_upstream_target", "no upstream target is available")
+        GatewayError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_upstream_target",
+            "no upstream target is available",
+        )
     })?;
     let (mut parts, body) = req.into_parts();
 
@@ -89,7 +110,13 @@ pub async fn forward(req: Request<Incoming>, f: Forward<'_>) -> Result<Response<
         Some(q) => PathAndQuery::try_from(format!("{}?{q}", f.path)),
         None => PathAndQuery::try_from(f.path),
     }
-    .map_err(|_| GatewayError::new(StatusCode::BAD_REQUEST, "bad_request_target", "the request target is invalid"))?;
+    .map_err(|_| {
+        GatewayError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request_target",
+            "the request target is invalid",
+        )
+    })?;
     let client_host: Option<HeaderValue> = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => parts.headers.get(header::HOST).cloned(),
@@ -99,7 +126,13 @@ pub async fn forward(req: Request<Incoming>, f: Forward<'_>) -> Result<Response<
         .authority(target.authority.clone())
         .path_and_query(pq)
         .build()
-        .map_err(|_| GatewayError::new(StatusCode::BAD_REQUEST, "bad_request_target", "the request target is invalid"))?;
+        .map_err(|_| {
+            GatewayError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request_target",
+                "the request target is invalid",
+            )
+        })?;
     parts.version = Version::HTTP_11;
 
     let h = &mut parts.headers;
@@ -131,7 +164,12 @@ pub async fn forward(req: Request<Incoming>, f: Forward<'_>) -> Result<Response<
         h.append(header::VIA, VIA.clone());
     }
 
-    let body = GuardedBody::new(body, Some(f.body_limit), Some(f.listener.limits.body_read_timeout), None);
+    let body = GuardedBody::new(
+        body,
+        Some(f.body_limit),
+        Some(f.listener.limits.body_read_timeout),
+        None,
+    );
     let up_req = Request::from_parts(parts, body.boxed());
 
     let t = a.timeouts;

@@ -72,7 +72,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
     };
     headers.insert(
         X_FORWARDED_FOR.clone(),
-        xff.unwrap_or_else(|| HeaderValue::from_str(&peer).expect("an IP address is a valid header value")),
+        xff.unwrap_or_else(|| {
+            HeaderValue::from_str(&peer).expect("an IP address is a valid header value")
+        }),
     );
     if !(c.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(c.proto));
@@ -109,7 +111,10 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "keep-alive, X-Secret".parse().expect("value"));
+        h.insert(
+            header::CONNECTION,
+            "keep-alive, X-Secret".parse().expect("value"),
+        );
         h.insert("x-secret", "1".parse().expect("value"));
         h.insert("keep-alive", "timeout=5".parse().expect("value"));
         h.insert(header::TE, "trailers".parse().expect("value"));
@@ -135,7 +140,10 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
-        assert_eq!(h["forwarded"], "for=10.0.0.1;proto=http;host=\"api.example.com\"");
+        assert_eq!(
+            h["forwarded"],
+            "for=10.0.0.1;proto=http;host=\"api.example.com\""
+        );
 
         let trusted = ClientInfo {
             peer: "::1".parse().expect("ip"),
@@ -144,6 +152,9 @@ mod tests {
         };
         set_forwarded(&mut h, &trusted);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
-        assert!(h["forwarded"].to_str().expect("ascii").ends_with(", for=\"[::1]\";proto=http;host=\"api.example.com\""));
+        assert!(h["forwarded"]
+            .to_str()
+            .expect("ascii")
+            .ends_with(", for=\"[::1]\";proto=http;host=\"api.example.com\""));
     }
 }

@@ -40,7 +40,11 @@ pub struct ConnInfo {
 static VIA: HeaderValue = HeaderValue::from_static("1.1 portcullis");
 
 /// Handles one request end to end; never fails (errors become JSON responses).
-pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<ProxyBody> {
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    shared: &Shared,
+) -> Response<ProxyBody> {
     let snap: Arc<Snapshot> = shared.snapshot.load_full();
     let rid_name = &snap.settings.request_id_header;
     let rid = request_id::from_client(req.headers().get(rid_name));
@@ -68,7 +72,8 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
 /// The request's host for routing: the absolute-form authority wins over
 /// `Host` (RFC 9112 §3.2.2); lowercase, without port.
 fn request_host(req: &Request<Incoming>) -> Result<Option<Cow<'_, str>>, GatewayError> {
-    let bad = |m: &str| GatewayError::new(StatusCode::BAD_REQUEST, "bad_host", m.to_string()).closing();
+    let bad =
+        |m: &str| GatewayError::new(StatusCode::BAD_REQUEST, "bad_host", m.to_string()).closing();
     let raw: Option<&str> = if let Some(a) = req.uri().authority() {
         Some(a.as_str())
     } else {
@@ -78,22 +83,37 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<Cow<'_, str>>, Gateway
             return Err(bad("more than one Host header"));
         }
         match first {
-            Some(v) => Some(v.to_str().map_err(|_| bad("Host header is not valid text"))?),
-            None if req.version() == Version::HTTP_11 => return Err(bad("HTTP/1.1 requests need a Host header")),
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| bad("Host header is not valid text"))?,
+            ),
+            None if req.version() == Version::HTTP_11 => {
+                return Err(bad("HTTP/1.1 requests need a Host header"))
+            }
             None => None,
         }
     };
     let Some(raw) = raw else { return Ok(None) };
     let (host, port) = if let Some(v6) = raw.strip_prefix('[') {
-        let (h, rest) = v6.split_once(']').ok_or_else(|| bad("Host header is malformed"))?;
-        (h, rest.strip_prefix(':').or(Some(rest).filter(|r| r.is_empty())).ok_or_else(|| bad("Host header is malformed"))?)
+        let (h, rest) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("Host header is malformed"))?;
+        (
+            h,
+            rest.strip_prefix(':')
+                .or(Some(rest).filter(|r| r.is_empty()))
+                .ok_or_else(|| bad("Host header is malformed"))?,
+        )
     } else {
         raw.rsplit_once(':').unwrap_or((raw, ""))
     };
     if !port.bytes().all(|b| b.is_ascii_digit()) || host.is_empty() {
         return Err(bad("Host header is malformed"));
     }
-    if host.bytes().any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@') {
+    if host
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@')
+    {
         return Err(bad("Host header is malformed"));
     }
     Ok(Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -116,7 +136,14 @@ fn check_request(req: &Request<Incoming>, listener: &Listener) -> Result<(), Gat
     // would reach the upstream re-framed but still coded, so refuse it.
     if let Some(te) = req.headers().get(header::TRANSFER_ENCODING) {
         let plain = te.as_bytes().eq_ignore_ascii_case(b"chunked");
-        if !plain || req.headers().get_all(header::TRANSFER_ENCODING).iter().count() > 1 {
+        if !plain
+            || req
+                .headers()
+                .get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .count()
+                > 1
+        {
             return Err(GatewayError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_framing",
@@ -130,11 +157,18 @@ fn check_request(req: &Request<Incoming>, listener: &Listener) -> Result<(), Gat
         return Err(GatewayError::new(
             StatusCode::URI_TOO_LONG,
             "uri_too_long",
-            format!("the request target is longer than {} bytes", listener.limits.max_uri_length),
+            format!(
+                "the request target is longer than {} bytes",
+                listener.limits.max_uri_length
+            ),
         ));
     }
     if req.uri().path() == "*" || !req.uri().path().starts_with('/') {
-        return Err(GatewayError::new(StatusCode::BAD_REQUEST, "bad_request_target", "the request target must be a path"));
+        return Err(GatewayError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request_target",
+            "the request target must be a path",
+        ));
     }
     Ok(())
 }
@@ -159,10 +193,18 @@ async fn route_and_act(
     let m = match lookup {
         Lookup::Found(m) => m,
         Lookup::NotFound => {
-            return Err(GatewayError::new(StatusCode::NOT_FOUND, "route_not_found", "no route matches this request"))
+            return Err(GatewayError::new(
+                StatusCode::NOT_FOUND,
+                "route_not_found",
+                "no route matches this request",
+            ))
         }
         Lookup::MethodNotAllowed(allowed) => {
-            let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            let allow = allowed
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
             let mut resp = GatewayError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -197,7 +239,9 @@ async fn route_and_act(
         Action::Redirect(a) => Ok(actions::redirect(a, pattern, &path, req.uri().query())),
         Action::Proxy(a) => {
             let strip = if a.strip_prefix {
-                pattern.and_then(|p| p.captures(&path)).map_or(0, |(_, n)| n)
+                pattern
+                    .and_then(|p| p.captures(&path))
+                    .map_or(0, |(_, n)| n)
             } else {
                 0
             };

@@ -24,7 +24,12 @@ pub fn generate() -> HeaderValue {
     });
     let mut buf = [0u8; 32];
     let hex = b"0123456789abcdef";
-    for (i, b) in prefix.to_be_bytes().iter().chain(n.to_be_bytes().iter()).enumerate() {
+    for (i, b) in prefix
+        .to_be_bytes()
+        .iter()
+        .chain(n.to_be_bytes().iter())
+        .enumerate()
+    {
         buf[2 * i] = hex[(b >> 4) as usize];
         buf[2 * i + 1] = hex[(b & 15) as usize];
     }

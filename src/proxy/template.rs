@@ -45,7 +45,11 @@ impl Template {
             } else if strict && is_ident(name) {
                 return Err(format!(
                     "`{{{name}}}` is not a capture of this route's paths (captures: {})",
-                    if captures.is_empty() { "none".to_string() } else { captures.join(", ") }
+                    if captures.is_empty() {
+                        "none".to_string()
+                    } else {
+                        captures.join(", ")
+                    }
                 ));
             } else {
                 // Not a placeholder: keep the `{` and look again right after it,
@@ -106,6 +110,8 @@ mod tests {
         let (caps, _) = pat.captures("/users/a\"b\\").expect("match");
         assert_eq!(t.render(&caps, true), r#"{"id": "a\"b\\", "x": {y}}"#);
         assert!(Template::parse("/u/{idd}", &names, true).is_err());
-        assert!(Template::parse("plain", &names, true).expect("parse").is_static());
+        assert!(Template::parse("plain", &names, true)
+            .expect("parse")
+            .is_static());
     }
 }

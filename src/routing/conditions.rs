@@ -81,13 +81,18 @@ impl Conditions {
         let headers_ok = self.headers.iter().all(|(name, test)| match test {
             // Any one of repeated headers may satisfy the test.
             ValueTest::Present(_) => test.check(headers.get(name).map(|v| v.as_bytes())),
-            _ => headers.get_all(name).iter().any(|v| test.check(Some(v.as_bytes()))),
+            _ => headers
+                .get_all(name)
+                .iter()
+                .any(|v| test.check(Some(v.as_bytes()))),
         });
         headers_ok
             && self.query.iter().all(|(name, test)| {
                 let mut values = query_values(query.unwrap_or(""), name);
                 match test {
-                    ValueTest::Present(_) => test.check(values.next().as_deref().map(str::as_bytes)),
+                    ValueTest::Present(_) => {
+                        test.check(values.next().as_deref().map(str::as_bytes))
+                    }
                     _ => values.any(|v| test.check(Some(v.as_bytes()))),
                 }
             })
@@ -113,15 +118,13 @@ pub fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             c => out.push(c),
         }
         i += 1;
@@ -153,10 +156,19 @@ mod tests {
         let c = Conditions {
             methods: Some(vec![Method::GET]),
             headers: vec![
-                (HeaderName::from_static("x-env"), ValueTest::Equals("canary".into())),
-                (HeaderName::from_static("x-debug"), ValueTest::Present(false)),
+                (
+                    HeaderName::from_static("x-env"),
+                    ValueTest::Equals("canary".into()),
+                ),
+                (
+                    HeaderName::from_static("x-debug"),
+                    ValueTest::Present(false),
+                ),
             ],
-            query: vec![("v".into(), ValueTest::Regex(Regex::new("^[0-9]+$").expect("regex")))],
+            query: vec![(
+                "v".into(),
+                ValueTest::Regex(Regex::new("^[0-9]+$").expect("regex")),
+            )],
         };
         let mut h = HeaderMap::new();
         h.insert("x-env", "canary".parse().expect("value"));

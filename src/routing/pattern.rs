@@ -52,7 +52,10 @@ pub fn specificity(p: &PathPattern) -> u32 {
             1_000_000 + fixed
         }
         PathPattern::Template(segs) => {
-            let literals = segs.iter().filter(|s| matches!(s, Segment::Literal(_))).count() as u32;
+            let literals = segs
+                .iter()
+                .filter(|s| matches!(s, Segment::Literal(_)))
+                .count() as u32;
             2_000_000 + literals * 1000 + segs.len() as u32 * 10
         }
         PathPattern::Prefix(segs) => {
@@ -83,12 +86,18 @@ impl PathPattern {
         if !body.starts_with('/') {
             return Err("path must start with '/' (or '=/' for exact, '~' for a regex)".into());
         }
-        if body.bytes().any(|b| b.is_ascii_whitespace() || b == b'?' || b == b'#') {
+        if body
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b == b'?' || b == b'#')
+        {
             return Err("path must not contain spaces, '?' or '#'; match query parameters with `match.query`".into());
         }
         if exact {
             if body.contains(['{', '}']) {
-                return Err("an exact path (`=`) cannot hold `{captures}`; drop the `=` for a template".into());
+                return Err(
+                    "an exact path (`=`) cannot hold `{captures}`; drop the `=` for a template"
+                        .into(),
+                );
             }
             return Ok(PathPattern::Exact(body.into()));
         }
@@ -104,7 +113,8 @@ impl PathPattern {
         let mut segs = Vec::with_capacity(raw.len());
         let mut names: Vec<&str> = Vec::new();
         for (i, part) in raw.iter().enumerate() {
-            let seg = if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            let seg = if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}'))
+            {
                 let (catch, name) = match inner.strip_prefix('*') {
                     Some(n) => (true, n),
                     None => (false, inner),
@@ -198,7 +208,9 @@ impl PathPattern {
                         caps.push(name, v.as_str());
                     }
                 }
-                let whole = m.get(0).map_or(0, |g| if g.start() == 0 { g.end() } else { 0 });
+                let whole = m
+                    .get(0)
+                    .map_or(0, |g| if g.start() == 0 { g.end() } else { 0 });
                 Some((caps, whole))
             }
         }
@@ -215,7 +227,10 @@ impl Captures {
     }
     /// The value captured under `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| &**n == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v.as_str())
     }
     /// True when nothing was captured.
     pub fn is_empty(&self) -> bool {
@@ -243,7 +258,8 @@ impl HostPattern {
         let ok_label = |l: &str| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if name.is_empty() || !name.split('.').all(ok_label) {
             return Err(format!(
@@ -290,8 +306,14 @@ mod tests {
         assert!(m("/users/{id}", "/users/").is_none());
         let (c, n) = m("/files/{*rest}", "/files/a/b.txt").expect("match");
         assert_eq!((c.get("rest"), n), (Some("a/b.txt"), 6));
-        assert_eq!(m("/files/{*rest}", "/files").map(|c| c.0.get("rest").map(str::to_string)), None);
-        assert_eq!(m("/files/{*rest}", "/files/").and_then(|c| c.0.get("rest").map(str::to_string)), Some(String::new()));
+        assert_eq!(
+            m("/files/{*rest}", "/files").map(|c| c.0.get("rest").map(str::to_string)),
+            None
+        );
+        assert_eq!(
+            m("/files/{*rest}", "/files/").and_then(|c| c.0.get("rest").map(str::to_string)),
+            Some(String::new())
+        );
         let (c, _) = m("~^/v(?P<ver>[0-9]+)/", "/v2/items").expect("match");
         assert_eq!(c.get("ver"), Some("2"));
     }
@@ -315,8 +337,14 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(HostPattern::parse("API.example.com"), Ok(HostPattern::Exact("api.example.com".into())));
-        assert_eq!(HostPattern::parse("*.example.com"), Ok(HostPattern::Suffix(".example.com".into())));
+        assert_eq!(
+            HostPattern::parse("API.example.com"),
+            Ok(HostPattern::Exact("api.example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("*.example.com"),
+            Ok(HostPattern::Suffix(".example.com".into()))
+        );
         for bad in ["", "http://x", "a..b", "x:80", "*.", "a/b"] {
             assert!(HostPattern::parse(bad).is_err(), "{bad}");
         }
@@ -330,7 +358,10 @@ mod tests {
         assert!(s("/a/b") > s("/a"));
         assert!(s("/a") > s("~^/a"));
         assert!(s("/a/{id}") > s("/a/{*rest}"));
-        assert!(s("/a/b") > s("/a/{*rest}"), "a longer prefix beats a shorter catch-all");
+        assert!(
+            s("/a/b") > s("/a/{*rest}"),
+            "a longer prefix beats a shorter catch-all"
+        );
         assert!(s("/a/b/{*rest}") > s("/a"));
     }
 }

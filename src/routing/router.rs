@@ -17,7 +17,7 @@ use super::conditions::Conditions;
 use super::pattern::{specificity, HostPattern, PathPattern, Segment};
 
 /// What the router needs to know about one route.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RouteSpec {
     /// Index of the route in the snapshot's route list; returned on a match.
     pub route: u32,
@@ -122,7 +122,11 @@ impl Router {
                 let paths: Vec<Option<(u16, &PathPattern)>> = if spec.paths.is_empty() {
                     vec![None]
                 } else {
-                    spec.paths.iter().enumerate().map(|(j, p)| Some((j as u16, p))).collect()
+                    spec.paths
+                        .iter()
+                        .enumerate()
+                        .map(|(j, p)| Some((j as u16, p)))
+                        .collect()
                 };
                 for path in paths {
                     let path_spec = path.map_or(1_000_000, |(_, p)| specificity(p)) as u128;
@@ -135,7 +139,9 @@ impl Router {
                     let table = match host {
                         None => &mut r.any_host,
                         Some(HostPattern::Exact(h)) => r.exact_hosts.entry(h.clone()).or_default(),
-                        Some(HostPattern::Suffix(s)) => r.suffix_hosts.entry(s.clone()).or_default(),
+                        Some(HostPattern::Suffix(s)) => {
+                            r.suffix_hosts.entry(s.clone()).or_default()
+                        }
                     };
                     table.insert(path.map(|(_, p)| p), cand);
                 }
@@ -246,11 +252,21 @@ impl Table {
         }
     }
 
-    fn collect(&self, path: &str, specs: &[RouteSpec], cands: &[Cand], visit: &mut impl FnMut(u32)) {
+    fn collect(
+        &self,
+        path: &str,
+        specs: &[RouteSpec],
+        cands: &[Cand],
+        visit: &mut impl FnMut(u32),
+    ) {
         if let Some(list) = self.exact.get(path) {
             list.iter().for_each(|&c| visit(c));
         }
-        walk(&self.trie, Some(path.strip_prefix('/').unwrap_or(path)), visit);
+        walk(
+            &self.trie,
+            Some(path.strip_prefix('/').unwrap_or(path)),
+            visit,
+        );
         for &c in &self.regex {
             let cand = cands[c as usize];
             let spec = &specs[cand.spec as usize];

@@ -71,7 +71,11 @@ pub async fn serve_connection(
     _guard: ConnGuard,
 ) {
     let _ = stream.set_nodelay(true);
-    let limits = shared.snapshot.load().listener(info.listener).map(|l| l.limits);
+    let limits = shared
+        .snapshot
+        .load()
+        .listener(info.listener)
+        .map(|l| l.limits);
     let Some(limits) = limits else { return };
     let mut builder = http1::Builder::new();
     builder

@@ -47,11 +47,21 @@ impl BoundListener {
             sockets.push(socket_for(local)?);
         }
         let (stop, _) = watch::channel(false);
-        Ok(BoundListener { local, stop, sockets })
+        Ok(BoundListener {
+            local,
+            stop,
+            sockets,
+        })
     }
 
     /// Starts one accept loop per worker. `key` is how the snapshot knows this listener.
-    pub fn start(&mut self, key: ListenerKey, handles: &[tokio::runtime::Handle], shared: &Arc<Shared>, tracker: &Arc<ConnTracker>) {
+    pub fn start(
+        &mut self,
+        key: ListenerKey,
+        handles: &[tokio::runtime::Handle],
+        shared: &Arc<Shared>,
+        tracker: &Arc<ConnTracker>,
+    ) {
         for (socket, handle) in self.sockets.drain(..).zip(handles) {
             let ctx = AcceptCtx {
                 key,

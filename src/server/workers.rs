@@ -51,7 +51,11 @@ impl Workers {
                 })?;
             threads.push(t);
         }
-        Ok(Workers { handles, stop, threads })
+        Ok(Workers {
+            handles,
+            stop,
+            threads,
+        })
     }
 
     /// The workers' runtime handles, for spawning accept loops on each.

@@ -53,7 +53,8 @@ type Handler = Arc<dyn Fn(Request<Incoming>) -> futures_like::BoxFut + Send + Sy
 pub mod futures_like {
     use super::*;
     /// The future a handler returns.
-    pub type BoxFut = std::pin::Pin<Box<dyn std::future::Future<Output = Response<Full<Bytes>>> + Send>>;
+    pub type BoxFut =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Response<Full<Bytes>>> + Send>>;
 }
 
 /// Starts an upstream that answers every request with `handler`.
@@ -63,14 +64,18 @@ where
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let handler: Handler = Arc::new(move |r| Box::pin(handler(r)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
     let addr = listener.local_addr().expect("addr");
     let connections = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
     let (c, r) = (connections.clone(), requests.clone());
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             c.fetch_add(1, Ordering::SeqCst);
             let handler = handler.clone();
             let r = r.clone();
@@ -98,7 +103,11 @@ where
 pub async fn echo_upstream() -> Upstream {
     upstream_with(|req: Request<Incoming>| async move {
         let (parts, body) = req.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let mut headers = BTreeMap::new();
         for (k, v) in &parts.headers {
             headers
@@ -148,7 +157,9 @@ pub async fn raw_upstream(how: Misbehave) -> SocketAddr {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf).await;
@@ -165,7 +176,9 @@ pub async fn raw_upstream(how: Misbehave) -> SocketAddr {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     Misbehave::CloseMidBody => {
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789").await;
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+                            .await;
                         let _ = s.flush().await;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -200,12 +213,16 @@ pub struct Got {
 impl Got {
     /// The body parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
     }
 
     /// The error code of a gateway JSON error.
     pub fn code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 }
 
@@ -226,7 +243,12 @@ pub async fn send(req: Request<Full<Bytes>>) -> Got {
 
 /// GET `path` from `addr` (Host header `host` when given).
 pub async fn get(addr: SocketAddr, path: &str) -> Got {
-    send(Request::get(format!("http://{addr}{path}")).body(Full::default()).expect("request")).await
+    send(
+        Request::get(format!("http://{addr}{path}"))
+            .body(Full::default())
+            .expect("request"),
+    )
+    .await
 }
 
 /// GET with a Host header.
