@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -17,6 +17,7 @@ use super::headers::{set_forwarded, strip_hop_by_hop, ClientInfo};
 use super::pipeline::ConnInfo;
 use crate::config::HostHeader;
 use crate::snapshot::{Listener, ProxyAction, Snapshot};
+use crate::upstream::pool::UpstreamError;
 
 static VIA: HeaderValue = HeaderValue::from_static("1.1 portcullis");
 
@@ -32,8 +33,9 @@ pub struct Forward<'a> {
     pub snap: &'a Snapshot,
     /// The request ID.
     pub rid: &'a HeaderValue,
-    /// The path to send upstream (normalized, prefix stripped if asked).
-    pub path: &'a str,
+    /// The path to send upstream when it differs from the client's
+    /// (normalized, or prefix stripped); `None` sends the client's unchanged.
+    pub path: Option<&'a str>,
     /// Request body limit.
     pub body_limit: u64,
 }
@@ -47,47 +49,38 @@ fn timeout_error(what: &str) -> GatewayError {
 }
 
 /// Maps a failed upstream exchange to the client-facing error.
-fn classify(err: &hyper_util::client::legacy::Error) -> GatewayError {
-    if let Some(b) = BodyError::find(err) {
-        return match b {
-            BodyError::TooLarge(limit) => GatewayError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the request body is larger than {limit} bytes"),
+fn classify(err: &UpstreamError) -> GatewayError {
+    let http = match err {
+        UpstreamError::ConnectTimeout => return timeout_error("accept the connection"),
+        UpstreamError::Connect(_) => {
+            return GatewayError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                "the upstream could not be reached",
             )
-            .closing(),
-            BodyError::Idle(_) => GatewayError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the request body stopped arriving",
-            )
-            .closing(),
-            BodyError::Deadline => timeout_error("answer"),
-        };
-    }
-    if err.is_connect() {
-        let mut src = std::error::Error::source(err);
-        let mut timed_out = false;
-        while let Some(e) = src {
-            timed_out |= e
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-            src = e.source();
         }
-        if timed_out {
-            return timeout_error("accept the connection");
-        }
-        return GatewayError::new(
+        UpstreamError::Http(e) => e,
+    };
+    match BodyError::find(http) {
+        Some(BodyError::TooLarge(limit)) => GatewayError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+        .closing(),
+        Some(BodyError::Idle(_)) => GatewayError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body stopped arriving",
+        )
+        .closing(),
+        Some(BodyError::Deadline) => timeout_error("answer"),
+        None => GatewayError::new(
             StatusCode::BAD_GATEWAY,
-            "upstream_unreachable",
-            "the upstream could not be reached",
-        );
+            "upstream_error",
+            "the upstream closed the connection or sent an invalid response",
+        ),
     }
-    GatewayError::new(
-        StatusCode::BAD_GATEWAY,
-        "upstream_error",
-        "the upstream closed the connection or sent an invalid response",
-    )
 }
 
 /// Proxies `req` upstream and returns the upstream's response (or a gateway error).
@@ -106,33 +99,26 @@ pub async fn forward(
     })?;
     let (mut parts, body) = req.into_parts();
 
-    let pq = match parts.uri.query() {
-        Some(q) => PathAndQuery::try_from(format!("{}?{q}", f.path)),
-        None => PathAndQuery::try_from(f.path),
-    }
-    .map_err(|_| {
+    let bad_target = || {
         GatewayError::new(
             StatusCode::BAD_REQUEST,
             "bad_request_target",
             "the request target is invalid",
         )
-    })?;
+    };
+    let pq = match (f.path, parts.uri.query()) {
+        (None, _) => parts.uri.path_and_query().cloned().ok_or_else(bad_target)?,
+        (Some(p), Some(q)) => {
+            PathAndQuery::try_from(format!("{p}?{q}")).map_err(|_| bad_target())?
+        }
+        (Some(p), None) => PathAndQuery::try_from(p).map_err(|_| bad_target())?,
+    };
     let client_host: Option<HeaderValue> = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => parts.headers.get(header::HOST).cloned(),
     };
-    parts.uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(target.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| {
-            GatewayError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request_target",
-                "the request target is invalid",
-            )
-        })?;
+    // Origin-form on the wire; the target is chosen by the connection.
+    parts.uri = Uri::from(pq);
     parts.version = Version::HTTP_11;
 
     let h = &mut parts.headers;
@@ -143,23 +129,19 @@ pub async fn forward(
     set_forwarded(
         h,
         &ClientInfo {
-            peer,
+            peer: &f.conn.peer_value,
+            forwarded_for: &f.conn.forwarded_for,
             trusted: f.listener.trusted_proxies.iter().any(|n| n.contains(&peer)),
             proto: f.conn.scheme,
             host: client_host.as_ref(),
         },
     );
     h.insert(f.snap.settings.request_id_header.clone(), f.rid.clone());
-    match a.host_header {
-        HostHeader::Upstream => {
-            h.insert(header::HOST, target.host_header.clone());
-        }
-        HostHeader::Preserve => {
-            if let Some(host) = client_host {
-                h.insert(header::HOST, host);
-            }
-        }
-    }
+    let host = match (a.host_header, client_host) {
+        (HostHeader::Preserve, Some(h)) => h,
+        _ => target.host_header.clone(),
+    };
+    h.insert(header::HOST, host);
     if f.snap.settings.via {
         h.append(header::VIA, VIA.clone());
     }
@@ -178,7 +160,7 @@ pub async fn forward(
         Some(total) => t.read.min(total),
         None => t.read,
     };
-    let resp = match tokio::time::timeout(head_wait, a.pool.client().request(up_req)).await {
+    let resp = match tokio::time::timeout(head_wait, a.pool.send(target, up_req)).await {
         Err(_) => return Err(timeout_error("answer")),
         Ok(Err(e)) => {
             tracing::debug!(target: "portcullis::proxy", upstream = %a.upstream.name, target = %target.address, error = ?e, "upstream exchange failed");

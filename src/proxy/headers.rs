@@ -2,8 +2,7 @@
 //! and the client's address, scheme and host travel upstream in
 //! `X-Forwarded-*` and `Forwarded` (RFC 7239).
 
-use std::net::IpAddr;
-
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -19,8 +18,16 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || *name == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop headers, including every header named in `Connection`.
+/// Most messages carry none, so one scan decides whether anything is removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -46,8 +53,10 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// Facts about the client connection that are forwarded upstream.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientInfo<'a> {
-    /// The immediate peer's address.
-    pub peer: IpAddr,
+    /// The immediate peer's IP, as a header value.
+    pub peer: &'a HeaderValue,
+    /// `for=<peer>;proto=<scheme>`, precomputed per connection.
+    pub forwarded_for: &'a [u8],
     /// Whether the peer is a trusted proxy whose forwarding headers are kept and extended.
     pub trusted: bool,
     /// `http` or `https`.
@@ -56,25 +65,24 @@ pub struct ClientInfo<'a> {
     pub host: Option<&'a HeaderValue>,
 }
 
+fn join(prev: &HeaderValue, next: &[u8]) -> Option<HeaderValue> {
+    let mut v = BytesMut::with_capacity(prev.len() + 2 + next.len());
+    v.extend_from_slice(prev.as_bytes());
+    v.extend_from_slice(b", ");
+    v.extend_from_slice(next);
+    HeaderValue::from_maybe_shared(v.freeze()).ok()
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded`. From an untrusted peer
 /// any incoming values are replaced, so clients cannot spoof their address.
 pub fn set_forwarded(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
-    let peer = c.peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).filter(|_| c.trusted) {
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + peer.len());
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(peer.as_bytes());
-            HeaderValue::from_bytes(&v).ok()
-        }
-        None => None,
-    };
+    let trusted_prev =
+        |h: &HeaderMap, name: &HeaderName| h.get(name).filter(|_| c.trusted).cloned();
+    let xff =
+        trusted_prev(headers, &X_FORWARDED_FOR).and_then(|prev| join(&prev, c.peer.as_bytes()));
     headers.insert(
         X_FORWARDED_FOR.clone(),
-        xff.unwrap_or_else(|| {
-            HeaderValue::from_str(&peer).expect("an IP address is a valid header value")
-        }),
+        xff.unwrap_or_else(|| c.peer.clone()),
     );
     if !(c.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(c.proto));
@@ -85,21 +93,18 @@ pub fn set_forwarded(headers: &mut HeaderMap, c: &ClientInfo<'_>) {
             None => headers.remove(&X_FORWARDED_HOST),
         };
     }
-    let node = match c.peer {
-        IpAddr::V4(_) => peer,
-        IpAddr::V6(_) => format!("\"[{peer}]\""),
-    };
-    let mut elem = format!("for={node};proto={}", c.proto);
-    if let Some(h) = c.host.and_then(|h| h.to_str().ok()) {
-        elem.push_str(";host=\"");
-        elem.push_str(&h.replace(['"', '\\'], ""));
-        elem.push('"');
+    let mut elem = BytesMut::with_capacity(c.forwarded_for.len() + 40);
+    elem.extend_from_slice(c.forwarded_for);
+    if let Some(h) = c.host {
+        elem.extend_from_slice(b";host=\"");
+        elem.extend(h.as_bytes().iter().filter(|b| **b != b'"' && **b != b'\\'));
+        elem.extend_from_slice(b"\"");
     }
-    let fwd = match headers.get(header::FORWARDED).filter(|_| c.trusted) {
-        Some(prev) => format!("{}, {elem}", prev.to_str().unwrap_or("")),
-        None => elem,
+    let fwd = match trusted_prev(headers, &header::FORWARDED) {
+        Some(prev) => join(&prev, &elem),
+        None => HeaderValue::from_maybe_shared(elem.freeze()).ok(),
     };
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
+    if let Some(v) = fwd {
         headers.insert(header::FORWARDED, v);
     }
 }
@@ -130,8 +135,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "6.6.6.6".parse().expect("value"));
         h.insert("x-forwarded-proto", "https".parse().expect("value"));
+        let peer = HeaderValue::from_static("10.0.0.1");
         let untrusted = ClientInfo {
-            peer: "10.0.0.1".parse().expect("ip"),
+            peer: &peer,
+            forwarded_for: b"for=10.0.0.1;proto=http",
             trusted: false,
             proto: "http",
             host: Some(&host),
@@ -145,8 +152,10 @@ mod tests {
             "for=10.0.0.1;proto=http;host=\"api.example.com\""
         );
 
+        let v6 = HeaderValue::from_static("::1");
         let trusted = ClientInfo {
-            peer: "::1".parse().expect("ip"),
+            peer: &v6,
+            forwarded_for: b"for=\"[::1]\";proto=http",
             trusted: true,
             ..untrusted
         };

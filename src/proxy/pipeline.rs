@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -26,8 +27,8 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
 }
 
-/// Facts about one client connection.
-#[derive(Debug, Clone, Copy)]
+/// Facts about one client connection, computed once when it is accepted.
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
@@ -35,6 +36,29 @@ pub struct ConnInfo {
     pub listener: ListenerKey,
     /// `http` or `https`.
     pub scheme: &'static str,
+    /// The peer's IP as a header value (`X-Forwarded-For`).
+    pub peer_value: HeaderValue,
+    /// `for=<peer>;proto=<scheme>`, the start of this hop's `Forwarded` element.
+    pub forwarded_for: Bytes,
+}
+
+impl ConnInfo {
+    /// Describes a newly accepted connection.
+    pub fn new(peer: SocketAddr, listener: ListenerKey, scheme: &'static str) -> ConnInfo {
+        let ip = peer.ip().to_string();
+        let node = if peer.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.clone()
+        };
+        ConnInfo {
+            peer,
+            listener,
+            scheme,
+            peer_value: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
+            forwarded_for: Bytes::from(format!("for={node};proto={scheme}")),
+        }
+    }
 }
 
 static VIA: HeaderValue = HeaderValue::from_static("1.1 portcullis");
@@ -245,10 +269,14 @@ async fn route_and_act(
             } else {
                 0
             };
-            let upstream_path = match &path[strip..] {
-                p if p.starts_with('/') => p.to_string(),
-                // A regex may end mid-segment; keep the path absolute.
-                p => format!("/{p}"),
+            // `None`: the client's path goes up unchanged (no copy needed).
+            let upstream_path = match (&path, strip) {
+                (Cow::Borrowed(_), 0) => None,
+                _ => Some(match &path[strip..] {
+                    p if p.starts_with('/') => p.to_string(),
+                    // A regex may end mid-segment; keep the path absolute.
+                    p => format!("/{p}"),
+                }),
             };
             forward::forward(
                 req,
@@ -258,7 +286,7 @@ async fn route_and_act(
                     conn,
                     snap,
                     rid,
-                    path: &upstream_path,
+                    path: upstream_path.as_deref(),
                     body_limit: limit,
                 },
             )

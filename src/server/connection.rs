@@ -87,8 +87,10 @@ pub async fn serve_connection(
         // hyper's default is 100 on the stack; other values cost a heap buffer.
         builder.max_headers(limits.max_headers);
     }
+    let peer = info.peer;
+    let info = Arc::new(info);
     let svc = service_fn(move |req| {
-        let shared = shared.clone();
+        let (shared, info) = (shared.clone(), info.clone());
         async move { Ok::<_, Infallible>(handle(req, &info, &shared).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
@@ -101,6 +103,6 @@ pub async fn serve_connection(
         }
     };
     if let Err(e) = result {
-        tracing::debug!(peer = %info.peer, error = %e, "client connection ended with an error");
+        tracing::debug!(peer = %peer, error = %e, "client connection ended with an error");
     }
 }

@@ -107,7 +107,7 @@ async fn accept_loop(socket: StdListener, mut ctx: AcceptCtx) {
             _ = ctx.stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let info = ConnInfo { peer, listener: ctx.key, scheme: "http" };
+                    let info = ConnInfo::new(peer, ctx.key, "http");
                     let guard = ctx.tracker.enter();
                     tokio::spawn(serve_connection(stream, info, ctx.shared.clone(), ctx.stop.clone(), guard));
                 }

@@ -1,23 +1,31 @@
-//! Keep-alive connection pools to upstream targets.
+//! Keep-alive connection pools to upstream targets, built directly on
+//! hyper's HTTP/1 client connections.
 //!
-//! Each worker thread runs its own event loop, so each pool holds one hyper
-//! client per worker: a connection is created, used and reused on one thread,
-//! like nginx's per-worker upstream keep-alive. Pools are shared between
-//! snapshots through the [`PoolRegistry`].
+//! Each worker thread runs its own event loop, so each pool keeps one idle
+//! list per worker and per target: a connection is created, used and reused
+//! on one thread, like nginx's per-worker upstream keep-alive. A connection
+//! goes back to its idle list when the response body has been read to the
+//! end; one whose body was abandoned is closed instead. Pools are shared
+//! between snapshots through the [`PoolRegistry`], so reloads keep them warm.
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
+use super::Target;
 use crate::proxy::body::ProxyBody;
-
-/// The hyper client type used to reach upstreams.
-pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
@@ -37,39 +45,216 @@ pub struct PoolKey {
     pub connect_timeout: Duration,
     /// How long idle connections are kept.
     pub idle_timeout: Duration,
-    /// Idle connections kept per target.
+    /// Idle connections kept per target and worker.
     pub max_idle_per_target: usize,
 }
 
-/// One client per worker thread for one upstream.
-#[derive(Debug)]
+/// Why an upstream exchange failed before a response arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The TCP connection was not established within the connect timeout.
+    #[error("connect timed out")]
+    ConnectTimeout,
+    /// The TCP connection failed (refused, unreachable, no address).
+    #[error("connect failed: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The HTTP exchange failed (reset, invalid response, request body error).
+    #[error("upstream exchange failed: {0}")]
+    Http(#[source] hyper::Error),
+}
+
+struct Idle {
+    sender: SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+/// Idle connections of one worker, by target address.
+#[derive(Default)]
+struct WorkerSlot {
+    targets: Vec<(Arc<str>, Vec<Idle>)>,
+}
+
+impl WorkerSlot {
+    fn list(&mut self, address: &Arc<str>) -> &mut Vec<Idle> {
+        let i = match self
+            .targets
+            .iter()
+            .position(|(a, _)| Arc::ptr_eq(a, address) || a == address)
+        {
+            Some(i) => i,
+            None => {
+                self.targets.push((address.clone(), Vec::new()));
+                self.targets.len() - 1
+            }
+        };
+        &mut self.targets[i].1
+    }
+}
+
+/// The connection pool of one upstream.
 pub struct Pool {
-    clients: Vec<UpstreamClient>,
+    key: PoolKey,
+    // One slot per worker; only that worker's thread locks it, so the lock is
+    // never contended (it exists to make the pool shareable between snapshots).
+    slots: Vec<Mutex<WorkerSlot>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pool {
-    fn new(key: &PoolKey, workers: usize) -> Pool {
-        let clients = (0..workers.max(1))
-            .map(|_| {
-                let mut conn = HttpConnector::new();
-                conn.set_nodelay(true);
-                conn.set_connect_timeout(Some(key.connect_timeout));
-                conn.set_keepalive(Some(Duration::from_secs(60)));
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(key.idle_timeout)
-                    .pool_max_idle_per_host(key.max_idle_per_target)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .build(conn)
-            })
-            .collect();
-        Pool { clients }
+    fn new(key: PoolKey, workers: usize) -> Pool {
+        Pool {
+            key,
+            slots: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+        }
     }
 
-    /// The client for the calling worker thread.
-    pub fn client(&self) -> &UpstreamClient {
-        let i = WORKER.with(Cell::get);
-        &self.clients[i % self.clients.len()]
+    fn slot(&self) -> MutexGuard<'_, WorkerSlot> {
+        let i = WORKER.with(Cell::get) % self.slots.len();
+        self.slots[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used live idle connection to `address`, if any.
+    fn checkout(&self, address: &Arc<str>) -> Option<SendRequest<ProxyBody>> {
+        let mut slot = self.slot();
+        let list = slot.list(address);
+        while let Some(idle) = list.pop() {
+            if !idle.sender.is_closed() && idle.since.elapsed() < self.key.idle_timeout {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, address: &Arc<str>, sender: SendRequest<ProxyBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut slot = self.slot();
+        let list = slot.list(address);
+        // The oldest entries sit at the front; drop those past the idle timeout.
+        let stale = list
+            .iter()
+            .take_while(|i| now.duration_since(i.since) >= self.key.idle_timeout)
+            .count();
+        list.drain(..stale);
+        if list.len() < self.key.max_idle_per_target {
+            list.push(Idle { sender, since: now });
+        }
+    }
+
+    async fn connect(&self, target: &Target) -> Result<SendRequest<ProxyBody>, UpstreamError> {
+        let stream = tokio::time::timeout(
+            self.key.connect_timeout,
+            TcpStream::connect(&*target.address),
+        )
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout)?
+        .map_err(UpstreamError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Http)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` to `target` over a pooled connection (or a new one) and
+    /// returns the response; its body returns the connection to the pool
+    /// once read to the end. A request that a stale pooled connection could
+    /// not take is retried on another connection: it was never sent.
+    pub async fn send(
+        self: &Arc<Self>,
+        target: &Target,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        loop {
+            let (mut sender, reused) = match self.checkout(&target.address) {
+                Some(s) => (s, true),
+                None => (self.connect(target).await?, false),
+            };
+            if sender.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err(UpstreamError::Connect(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionReset,
+                )));
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let ret = Some((self.clone(), target.address.clone(), sender));
+                    return Ok(resp.map(|body| PooledBody { body, ret }));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(UpstreamError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+/// A response body from a pooled connection; reading it to the end returns
+/// the connection to the pool.
+pub struct PooledBody {
+    body: Incoming,
+    ret: Option<(Arc<Pool>, Arc<str>, SendRequest<ProxyBody>)>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some((pool, address, sender)) = self.ret.take() {
+            pool.checkin(&address, sender);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let poll = Pin::new(&mut self.body).poll_frame(cx);
+        match &poll {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.ret = None,
+            _ => {}
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // An empty body (204, HEAD, `content-length: 0`) may never be polled.
+        if self.body.is_end_stream() {
+            self.release();
+        }
     }
 }
 
@@ -80,7 +265,7 @@ pub struct PoolRegistry {
 }
 
 impl PoolRegistry {
-    /// Returns the live pool for `key`, or creates one with a client per worker.
+    /// Returns the live pool for `key`, or creates one with a slot per worker.
     /// Runs only when a snapshot is compiled, never per request.
     pub fn get(&self, key: PoolKey, workers: usize) -> Arc<Pool> {
         let mut map = self.pools.lock().unwrap_or_else(|e| e.into_inner());
@@ -88,7 +273,7 @@ impl PoolRegistry {
         if let Some(p) = map.get(&key).and_then(Weak::upgrade) {
             return p;
         }
-        let pool = Arc::new(Pool::new(&key, workers));
+        let pool = Arc::new(Pool::new(key.clone(), workers));
         map.insert(key, Arc::downgrade(&pool));
         pool
     }
