@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -146,6 +147,8 @@ pub async fn forward(
         h.append(header::VIA, VIA.clone());
     }
 
+    // Idempotent and body-less: safe to replay if a pooled connection dies under it.
+    let replayable = body.is_end_stream() && parts.method.is_idempotent();
     let body = GuardedBody::new(
         body,
         Some(f.body_limit),
@@ -160,7 +163,8 @@ pub async fn forward(
         Some(total) => t.read.min(total),
         None => t.read,
     };
-    let resp = match tokio::time::timeout(head_wait, a.pool.send(target, up_req)).await {
+    let resp = match tokio::time::timeout(head_wait, a.pool.send(target, up_req, replayable)).await
+    {
         Err(_) => return Err(timeout_error("answer")),
         Ok(Err(e)) => {
             tracing::debug!(target: "portcullis::proxy", upstream = %a.upstream.name, target = %target.address, error = ?e, "upstream exchange failed");

@@ -173,18 +173,31 @@ impl Pool {
 
     /// Sends `req` to `target` over a pooled connection (or a new one) and
     /// returns the response; its body returns the connection to the pool
-    /// once read to the end. A request that a stale pooled connection could
-    /// not take is retried on another connection: it was never sent.
+    /// once read to the end.
+    ///
+    /// A pooled connection may have been closed by the upstream just as the
+    /// request went out (the keep-alive race). A request it could not take is
+    /// retried on another connection, since it was never sent; one it took but
+    /// never answered is replayed on another connection only when it is
+    /// `replayable` (idempotent with an empty body), as nginx and Envoy do.
     pub async fn send(
         self: &Arc<Self>,
         target: &Target,
         mut req: Request<ProxyBody>,
+        replayable: bool,
     ) -> Result<Response<PooledBody>, UpstreamError> {
+        let mut reuse_attempts = 0;
         loop {
-            let (mut sender, reused) = match self.checkout(&target.address) {
+            let pooled = if reuse_attempts < 3 {
+                self.checkout(&target.address)
+            } else {
+                None
+            };
+            let (mut sender, reused) = match pooled {
                 Some(s) => (s, true),
                 None => (self.connect(target).await?, false),
             };
+            reuse_attempts += usize::from(reused);
             if sender.ready().await.is_err() {
                 if reused {
                     continue;
@@ -193,18 +206,40 @@ impl Pool {
                     std::io::ErrorKind::ConnectionReset,
                 )));
             }
+            let replay = (reused && replayable).then(|| copy_head(&req));
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let ret = Some((self.clone(), target.address.clone(), sender));
                     return Ok(resp.map(|body| PooledBody { body, ret }));
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => req = unsent,
+                Err(mut e) => match (e.take_message(), replay) {
+                    (Some(unsent), _) if reused => req = unsent,
+                    (None, Some(copy)) if stale_symptom(e.error()) => {
+                        tracing::debug!(target = %target.address, "pooled connection closed under a request; replaying it");
+                        req = copy;
+                    }
                     _ => return Err(UpstreamError::Http(e.into_error())),
                 },
             }
         }
     }
+}
+
+/// Whether a failure before any response byte looks like a pooled connection
+/// the upstream had closed: a reset, an early close, a cancelled exchange.
+/// A malformed response is the upstream's answer, not staleness.
+fn stale_symptom(e: &hyper::Error) -> bool {
+    !(e.is_parse() || e.is_parse_status() || e.is_user() || e.is_timeout())
+}
+
+/// A copy of a body-less request, for replaying it.
+fn copy_head(req: &Request<ProxyBody>) -> Request<ProxyBody> {
+    let mut copy = Request::new(crate::proxy::body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 /// A response body from a pooled connection; reading it to the end returns
