@@ -4,7 +4,7 @@
 use http::header::{self, HeaderValue};
 use http::Response;
 
-use super::body::{full, ProxyBody};
+use super::body::{full, ResponseBody};
 use crate::routing::{Captures, PathPattern};
 use crate::snapshot::{RedirectAction, RespondAction};
 
@@ -20,7 +20,7 @@ pub fn respond(
     a: &RespondAction,
     pattern: Option<&PathPattern>,
     path: &str,
-) -> Response<ProxyBody> {
+) -> Response<ResponseBody> {
     let body = if a.body.is_static() {
         a.body.render(&Captures::default(), false)
     } else {
@@ -47,7 +47,7 @@ pub fn redirect(
     pattern: Option<&PathPattern>,
     path: &str,
     query: Option<&str>,
-) -> Response<ProxyBody> {
+) -> Response<ResponseBody> {
     let mut location = a.location.render(&captures(pattern, path), false);
     // A relative location must stay on this site: captures such as `/evil.com`
     // could otherwise turn `/{rest}` into `//evil.com` (or `/\evil.com`, which

@@ -14,19 +14,61 @@ use tokio::time::{Instant, Sleep};
 /// Errors carried inside bodies; any error type may appear in the chain.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The body type of requests sent upstream and of responses sent to clients.
+/// The body type of requests sent upstream.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
-/// A body with fixed contents.
-pub fn full(data: impl Into<Bytes>) -> ProxyBody {
-    Full::new(data.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// An empty body.
+/// An empty upstream request body (a zero-sized box: no allocation).
 pub fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A body with fixed contents, for responses the gateway makes itself.
+pub fn full(data: impl Into<Bytes>) -> ResponseBody {
+    ResponseBody::Full {
+        body: Full::new(data.into()),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The body of every response sent to clients: either made by the gateway
+    /// or streamed from an upstream. A concrete enum rather than a boxed
+    /// trait object, so the hot path allocates nothing for it.
+    #[project = ResponseBodyProj]
+    pub enum ResponseBody {
+        /// Made by the gateway (errors, `respond`, `redirect`).
+        Full { #[pin] body: Full<Bytes> },
+        /// Streamed from an upstream, with its read and total timeouts.
+        Upstream { #[pin] body: GuardedBody<crate::upstream::pool::PooledBody> },
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ResponseBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
+            ResponseBodyProj::Upstream { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full { body } => body.is_end_stream(),
+            ResponseBody::Upstream { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full { body } => body.size_hint(),
+            ResponseBody::Upstream { body } => body.size_hint(),
+        }
+    }
 }
 
 /// Why a guarded body stopped.

@@ -4,7 +4,7 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-use super::body::{full, ProxyBody};
+use super::body::{full, ResponseBody};
 
 /// An error answered by the gateway instead of an upstream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +38,7 @@ impl GatewayError {
     }
 
     /// Renders the JSON response.
-    pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<ResponseBody> {
         let body = serde_json::json!({
             "error": {
                 "status": self.status.as_u16(),

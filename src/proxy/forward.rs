@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{BodyError, GuardedBody, ProxyBody};
+use super::body::{empty, BodyError, GuardedBody, ResponseBody};
 use super::errors::GatewayError;
 use super::headers::{set_forwarded, strip_hop_by_hop, ClientInfo};
 use super::pipeline::ConnInfo;
@@ -88,7 +88,7 @@ fn classify(err: &UpstreamError) -> GatewayError {
 pub async fn forward(
     req: Request<Incoming>,
     f: Forward<'_>,
-) -> Result<Response<ProxyBody>, GatewayError> {
+) -> Result<Response<ResponseBody>, GatewayError> {
     let started = Instant::now();
     let a = f.action;
     let target = a.upstream.pick().ok_or_else(|| {
@@ -149,13 +149,18 @@ pub async fn forward(
 
     // Idempotent and body-less: safe to replay if a pooled connection dies under it.
     let replayable = body.is_end_stream() && parts.method.is_idempotent();
-    let body = GuardedBody::new(
-        body,
-        Some(f.body_limit),
-        Some(f.listener.limits.body_read_timeout),
-        None,
-    );
-    let up_req = Request::from_parts(parts, body.boxed());
+    let body = if body.is_end_stream() {
+        empty()
+    } else {
+        GuardedBody::new(
+            body,
+            Some(f.body_limit),
+            Some(f.listener.limits.body_read_timeout),
+            None,
+        )
+        .boxed()
+    };
+    let up_req = Request::from_parts(parts, body);
 
     let t = a.timeouts;
     let deadline = t.total.map(|d| started + d);
@@ -175,5 +180,5 @@ pub async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let body = GuardedBody::new(body, None, Some(t.read), deadline);
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(Response::from_parts(parts, ResponseBody::Upstream { body }))
 }

@@ -28,6 +28,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    // Only `Connection: keep-alive` or `close`, the common case: nothing else to look up.
+    let only_connection = headers.keys().filter(|k| is_hop_by_hop(k)).count() == 1
+        && headers.contains_key(header::CONNECTION)
+        && headers.get_all(header::CONNECTION).iter().all(|v| {
+            v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
+                || v.as_bytes().eq_ignore_ascii_case(b"close")
+        });
+    if only_connection {
+        headers.remove(header::CONNECTION);
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -127,6 +138,16 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+        // A lone hop-by-hop header other than `Connection` is removed too.
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, "trailers".parse().expect("value"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive".parse().expect("value"));
+        h.insert("x-kept", "1".parse().expect("value"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use super::body::ProxyBody;
+use super::body::ResponseBody;
 use super::errors::GatewayError;
 use super::{actions, forward, request_id};
 use crate::routing::normalize::normalize_path;
@@ -68,7 +68,7 @@ pub async fn handle(
     req: Request<Incoming>,
     conn: &ConnInfo,
     shared: &Shared,
-) -> Response<ProxyBody> {
+) -> Response<ResponseBody> {
     let snap: Arc<Snapshot> = shared.snapshot.load_full();
     let rid_name = &snap.settings.request_id_header;
     let rid = request_id::from_client(req.headers().get(rid_name));
@@ -203,7 +203,7 @@ async fn route_and_act(
     snap: &Snapshot,
     listener: &Listener,
     rid: &HeaderValue,
-) -> Result<Response<ProxyBody>, GatewayError> {
+) -> Result<Response<ResponseBody>, GatewayError> {
     check_request(&req, listener)?;
     let host = request_host(&req)?;
     let path = normalize_path(req.uri().path());
