@@ -131,9 +131,16 @@ fn run(path: Option<PathBuf>) -> ExitCode {
             tokio::spawn(reload::reload_on_sighup(gw.clone()));
         }
         reload::shutdown_signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
-        let drained = gw.shutdown().await;
-        tracing::info!(drained, "stopped");
-        ExitCode::SUCCESS
+        tracing::info!("shutting down: draining in-flight requests (a second signal stops at once)");
+        tokio::select! {
+            drained = gw.shutdown() => {
+                tracing::info!(drained, "stopped");
+                ExitCode::SUCCESS
+            }
+            _ = reload::shutdown_signal() => {
+                tracing::warn!(open = gw.active_connections(), "second signal: stopping without waiting for in-flight requests");
+                ExitCode::from(1)
+            }
+        }
     })
 }

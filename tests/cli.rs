@@ -221,3 +221,51 @@ fn run_fails_clearly_when_a_listener_cannot_bind() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_without_waiting_for_the_grace_period() {
+    let hang = common::raw_upstream(common::Misbehave::Hang).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.yaml");
+    let port = free_port();
+    let a: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    write(
+        &path,
+        &format!(
+            "gateway: {{ workers: 1, shutdown_grace: 30s }}\nlisteners:\n  - {{ name: main, address: 127.0.0.1:{port} }}\nupstreams:\n  - {{ name: h, targets: [{{ address: '{hang}' }}] }}\nroutes:\n  - {{ name: hang, match: {{ paths: ['/hang'] }}, upstream: h }}\n  - {{ name: r, respond: {{ body: up }} }}\n"
+        ),
+    );
+    let mut gw = Running(
+        Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts"),
+    );
+    wait_for_body(a, "up", Duration::from_secs(10)).await;
+    let _stuck = tokio::spawn(async move {
+        common::client()
+            .request(
+                http::Request::get(format!("http://{a}/hang"))
+                    .body(http_body_util::Full::default())
+                    .expect("request"),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(&gw.0, "-TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        gw.0.try_wait().expect("status").is_none(),
+        "still draining after the first signal"
+    );
+    let t = Instant::now();
+    signal(&gw.0, "-INT");
+    let status = tokio::task::spawn_blocking(move || gw.0.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(status.code(), Some(1));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}

@@ -203,28 +203,7 @@ async fn expect_continue_is_answered_and_not_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_closed_by_the_upstream_are_replaced() {
-    // Answers one request per connection, then closes it after a short pause,
-    // the way servers with short keep-alive timeouts do.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let up = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                tokio::time::sleep(Duration::from_millis(30)).await;
-            });
-        }
-    });
+    let up = raw_upstream(Misbehave::AnswerOnceThenClose).await;
     let gw = start(&config(up, "").replace("workers: 2", "workers: 1"));
     let a = addr(&gw, "main");
     for i in 0..10 {

@@ -149,6 +149,10 @@ pub enum Misbehave {
     CloseMidBody,
     /// Send headers and the first body chunk, then stall forever.
     StallMidBody,
+    /// Answer one request as if keeping the connection alive, then close it
+    /// shortly after without reading more (a server whose keep-alive timeout
+    /// is shorter than the gateway's, or that restarted).
+    AnswerOnceThenClose,
 }
 
 /// Starts a raw TCP upstream that misbehaves as told.
@@ -181,6 +185,12 @@ pub async fn raw_upstream(how: Misbehave) -> SocketAddr {
                             .await;
                         let _ = s.flush().await;
                         tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Misbehave::AnswerOnceThenClose => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                        tokio::time::sleep(Duration::from_millis(30)).await;
                     }
                     Misbehave::StallMidBody => {
                         let _ = s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\na\r\n0123456789\r\n").await;
