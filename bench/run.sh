@@ -9,7 +9,8 @@
 # worker. For each proxy it prints requests/s, p50/p99 latency and the proxy's
 # CPU time per request (user+sys of its processes / requests served), which
 # is the figure least disturbed by a noisy machine, then the ratios
-# Portcullis/nginx. With -r > 1 the proxies alternate and the median round
+# Portcullis/nginx. A bare hyper proxy (examples/bare_proxy.rs: no gateway
+# logic at all) runs too, to show which part of the gap is the HTTP stack's. With -r > 1 the proxies alternate and the median round
 # is reported. Needs nginx and wrk (installed from Debian when missing).
 set -euo pipefail
 SECS=10; CONNS=64; ROUNDS=3
@@ -25,8 +26,9 @@ if ! need nginx || ! need wrk; then
     echo "bench: needs nginx and wrk: sudo apt-get install nginx-light wrk" >&2; exit 2
   fi
 fi
-(cd "$ROOT" && cargo build --release --quiet)
+(cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example bare_proxy)
 BIN=$ROOT/target/release/portcullis
+BARE=$ROOT/target/release/examples/bare_proxy
 
 W=$(mktemp -d /tmp/portcullis-bench.XXXX)
 ORIGIN=127.0.0.1:18001; PROXY=127.0.0.1:18080
@@ -74,20 +76,25 @@ measure() {
 # to_us "1.23ms" -> microseconds
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) u = n; else if (v ~ /ms$/) u = n * 1000; else if (v ~ /s$/) u = n * 1e6; else u = n; printf "%.1f", u }'; }
 
-declare -a NG PC
+declare -a NG PC BH
 for r in $(seq "$ROUNDS"); do
   NG+=("$(measure nginx nginx -c "$W/nginx.conf")")
   PC+=("$(measure portcullis "$BIN" run -c "$ROOT/bench/portcullis.yaml")")
-  echo "round $r: nginx [${NG[-1]}] portcullis [${PC[-1]}]" >&2
+  BH+=("$(measure bare-hyper "$BARE" "$PROXY" "$ORIGIN")")
+  echo "round $r: nginx [${NG[-1]}] portcullis [${PC[-1]}] bare-hyper [${BH[-1]}]" >&2
 done
 # median round by CPU per request
 median() { printf '%s\n' "$@" | sort -k4 -g | awk -v n=$# 'NR == int((n + 1) / 2)'; }
 read -r n_rps n_p50 n_p99 n_cpu n_bad <<<"$(median "${NG[@]}")"
 read -r p_rps p_p50 p_p99 p_cpu p_bad <<<"$(median "${PC[@]}")"
+read -r b_rps b_p50 b_p99 b_cpu b_bad <<<"$(median "${BH[@]}")"
 out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://$ORIGIN/" 2>&1)
 echo "load: wrk -t1 -c$CONNS -d${SECS}s, proxies on CPU 0 with one worker, origin and wrk on CPU 1; median of $ROUNDS rounds"
 printf "%-11s rps=%-10s p50=%-9s p99=%-9s\n" direct "$(awk '/Requests\/sec/{print $2}' <<<"$out")" "$(awk '$1=="50%"{print $2}' <<<"$out")" "$(awk '$1=="99%"{print $2}' <<<"$out")"
 printf "%-11s rps=%-10s p50=%-9s p99=%-9s cpu_us_per_req=%-6s non2xx=%s\n" nginx "$n_rps" "$n_p50" "$n_p99" "$n_cpu" "$n_bad"
 printf "%-11s rps=%-10s p50=%-9s p99=%-9s cpu_us_per_req=%-6s non2xx=%s\n" portcullis "$p_rps" "$p_p50" "$p_p99" "$p_cpu" "$p_bad"
+printf "%-11s rps=%-10s p50=%-9s p99=%-9s cpu_us_per_req=%-6s non2xx=%s  (reference: hyper alone)\n" bare-hyper "$b_rps" "$b_p50" "$b_p99" "$b_cpu" "$b_bad"
 awk -v pc="$p_cpu" -v nc="$n_cpu" -v pr="$p_rps" -v nr="$n_rps" -v pp="$(to_us "$p_p99")" -v np="$(to_us "$n_p99")" 'BEGIN {
   printf "ratio (portcullis/nginx): cpu_per_req=%.2f rps=%.2f p99=%.2f\n", pc / nc, pr / nr, pp / np }'
+awk -v bc="$b_cpu" -v nc="$n_cpu" -v pc="$p_cpu" 'BEGIN {
+  printf "ratio (bare-hyper/nginx): cpu_per_req=%.2f; portcullis/bare-hyper: cpu_per_req=%.2f\n", bc / nc, pc / bc }'
