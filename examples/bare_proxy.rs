@@ -17,10 +17,13 @@ fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:18080".into());
     let origin = args.next().unwrap_or_else(|| "127.0.0.1:18001".into());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen).await?;
-        let client: Client<_, hyper::body::Incoming> = Client::builder(TokioExecutor::new()).build_http();
+        let client: Client<_, hyper::body::Incoming> =
+            Client::builder(TokioExecutor::new()).build_http();
         loop {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
@@ -29,10 +32,14 @@ fn main() -> std::io::Result<()> {
                 let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     let (client, origin) = (client.clone(), origin.clone());
                     async move {
-                        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+                        let pq = req
+                            .uri()
+                            .path_and_query()
+                            .map_or("/", |p| p.as_str())
+                            .to_string();
                         *req.uri_mut() = format!("http://{origin}{pq}").parse().expect("valid uri");
                         match client.request(req).await {
-                            Ok(resp) => Ok::<_, Infallible>(resp.map(|b| http_body_util::Either::Left(b))),
+                            Ok(resp) => Ok::<_, Infallible>(resp.map(http_body_util::Either::Left)),
                             Err(_) => Ok(hyper::Response::builder()
                                 .status(502)
                                 .body(http_body_util::Either::Right(http_body_util::Empty::new()))
@@ -40,7 +47,9 @@ fn main() -> std::io::Result<()> {
                         }
                     }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     })

@@ -73,7 +73,7 @@ fn validate(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let pools = crate::upstream::PoolRegistry::default();
+    let pools = crate::upstream::UpstreamRegistry::default();
     match crate::snapshot::compile(&loaded, 1, 1, &pools) {
         Ok(s) => {
             println!(

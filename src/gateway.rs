@@ -18,7 +18,7 @@ use crate::config::{self, ConfigErrors, LoadedConfig};
 use crate::proxy::Shared;
 use crate::server::{worker_count, BoundListener, ConnTracker, Workers};
 use crate::snapshot::{compile, ListenerKey, Snapshot};
-use crate::upstream::PoolRegistry;
+use crate::upstream::UpstreamRegistry;
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ struct Control {
     source: ConfigSource,
     listeners: HashMap<ListenerKey, BoundListener>,
     revision: u64,
-    pools: PoolRegistry,
+    pools: UpstreamRegistry,
     workers: Workers,
 }
 
@@ -82,7 +82,7 @@ impl Gateway {
         let loaded = source.load()?;
         let n = worker_count(loaded.doc.gateway.workers);
         let workers = Workers::spawn(n).map_err(ApplyError::Workers)?;
-        let pools = PoolRegistry::default();
+        let pools = UpstreamRegistry::default();
         let snap = compile(&loaded, 1, n, &pools).map_err(|errors| ConfigErrors {
             source_name: loaded.source_name.clone(),
             errors,

@@ -15,7 +15,7 @@ use crate::config::validate::{parse_cidr, parse_target};
 use crate::config::{self, ConfigError, Document, HostHeader, LoadedConfig, TimeoutsDoc};
 use crate::proxy::template::Template;
 use crate::routing::{Conditions, HostPattern, PathPattern, RouteSpec, Router, ValueTest};
-use crate::upstream::{PoolKey, PoolRegistry, Target, Timeouts, Upstream};
+use crate::upstream::{Balancer, PoolKey, Target, Timeouts, Upstream, UpstreamRegistry};
 
 /// Process-wide settings of a snapshot.
 #[derive(Debug, Clone)]
@@ -185,7 +185,7 @@ pub fn compile(
     loaded: &LoadedConfig,
     revision: u64,
     workers: usize,
-    pools: &PoolRegistry,
+    pools: &UpstreamRegistry,
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let doc: &Document = &loaded.doc;
     let mut errors = Vec::new();
@@ -234,7 +234,23 @@ pub fn compile(
             idle_timeout: u.idle_timeout.0,
             max_idle_per_target: u.max_idle_per_target,
         };
-        upstreams.push((Arc::new(Upstream::new(&u.name, targets, timeouts)), key));
+        let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
+        let addresses: Vec<&str> = targets.iter().map(|t| &*t.address).collect();
+        let balancer = match Balancer::build(&u.load_balancing, &weights, &addresses, workers) {
+            Ok(b) => b,
+            Err(e) => {
+                err(format!("upstreams[{i}].load_balancing"), e);
+                continue;
+            }
+        };
+        let stats = targets
+            .iter()
+            .map(|t| pools.stats(&u.name, &t.address))
+            .collect();
+        upstreams.push((
+            Arc::new(Upstream::new(&u.name, targets, stats, balancer, timeouts)),
+            key,
+        ));
     }
 
     let mut routes = Vec::new();

@@ -164,16 +164,33 @@ async fn connect_timeout_is_504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_targets_drained_is_fast_503() {
+async fn drained_targets_get_no_traffic_and_an_all_drained_pool_is_refused() {
     let up = echo_upstream().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
     let yaml = format!(
-        "{}upstreams:\n  - name: u\n    targets: [{{ address: '{}', weight: 0 }}]\nroutes:\n  - name: r\n    upstream: u\n",
+        "{}upstreams:\n  - name: u\n    targets: [{{ address: '{dead}', weight: 0 }}, {{ address: '{}' }}]\nroutes:\n  - name: r\n    upstream: u\n",
         listeners(1),
         up.addr
     );
     let gw = start(&yaml);
-    let got = get(addr(&gw, "main"), "/").await;
-    assert_eq!(got.status, 503);
-    assert_eq!(got.code(), "no_upstream_target");
+    for _ in 0..10 {
+        assert_eq!(
+            get(addr(&gw, "main"), "/").await.status,
+            200,
+            "the draining target is never picked"
+        );
+    }
+    let all_zero = yaml.replace(
+        &format!("{{ address: '{}' }}", up.addr),
+        &format!("{{ address: '{}', weight: 0 }}", up.addr),
+    );
+    let err = apply(&gw, &all_zero).expect_err("rejected");
+    assert!(
+        err.to_string().contains("every target has weight 0"),
+        "{err}"
+    );
     gw.shutdown().await;
 }

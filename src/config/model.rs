@@ -128,13 +128,89 @@ pub struct TargetDoc {
     pub weight: u32,
 }
 
-/// Load-balancing algorithms.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+/// Load-balancing algorithms. Written as a name (`least_requests`, `ewma`)
+/// or as a one-key mapping with settings (`{ consistent_hash: { key: header:x-user } }`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", remote = "LoadBalancing")]
 pub enum LoadBalancing {
-    /// Weighted round robin.
+    /// Smooth weighted round robin (nginx's): weights interleave evenly.
     #[default]
     RoundRobin,
+    /// The target with the fewest requests in flight relative to its weight.
+    LeastRequests,
+    /// Two targets drawn at random by weight; the one with fewer in flight wins.
+    RandomTwo,
+    /// Peak-EWMA latency times load, over two random targets (Finagle, linkerd).
+    Ewma(#[serde(default)] EwmaDoc),
+    /// A ketama ring over a request key; adding or removing a target moves
+    /// only that target's share of keys.
+    ConsistentHash(HashDoc),
+}
+
+impl<'de> Deserialize<'de> for LoadBalancing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LoadBalancing;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a balancer name or a one-key mapping with its settings")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<LoadBalancing, E> {
+                match s {
+                    "round_robin" => Ok(LoadBalancing::RoundRobin),
+                    "least_requests" => Ok(LoadBalancing::LeastRequests),
+                    "random_two" => Ok(LoadBalancing::RandomTwo),
+                    "ewma" => Ok(LoadBalancing::Ewma(EwmaDoc::default())),
+                    "consistent_hash" => Err(E::custom(
+                        "`consistent_hash` needs a key: `{ consistent_hash: { key: client_ip } }`",
+                    )),
+                    other => Err(E::unknown_variant(
+                        other,
+                        &[
+                            "round_robin",
+                            "least_requests",
+                            "random_two",
+                            "ewma",
+                            "consistent_hash",
+                        ],
+                    )),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<LoadBalancing, A::Error> {
+                LoadBalancing::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Settings of the `ewma` balancer.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EwmaDoc {
+    /// How fast old latency samples fade (the decay time constant).
+    pub decay: HumanDuration,
+}
+
+impl Default for EwmaDoc {
+    fn default() -> Self {
+        EwmaDoc {
+            decay: HumanDuration(std::time::Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Settings of the `consistent_hash` balancer.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HashDoc {
+    /// What to hash: `client_ip`, `header:NAME`, `cookie:NAME`, `query:NAME`
+    /// or `capture:NAME` (a path capture). When the request lacks it, the
+    /// client IP is used.
+    pub key: String,
 }
 
 /// Upstream timeouts; each is optional and falls back to the upstream's, then the default.

@@ -157,3 +157,49 @@ fn durations_and_sizes_are_human() {
     let ok = load("listeners:\n  - { name: m, address: 127.0.0.1:0, max_body_size: 1MiB, header_read_timeout: 250ms }\n").expect("valid");
     assert_eq!(ok.doc.listeners[0].max_body_size.0, 1 << 20);
 }
+
+#[test]
+fn load_balancing_settings_are_checked() {
+    let up = |lb: &str| {
+        format!("{BASE}upstreams:\n  - name: u\n    targets: [{{ address: 'a:1' }}, {{ address: 'b:1' }}]\n    load_balancing: {lb}\nroutes:\n  - name: r\n    match: {{ paths: ['/users/{{id}}'] }}\n    upstream: u\n")
+    };
+    for ok in [
+        "round_robin",
+        "least_requests",
+        "random_two",
+        "ewma",
+        "{ ewma: { decay: 5s } }",
+        "{ consistent_hash: { key: 'header:x-user' } }",
+        "{ consistent_hash: { key: 'capture:id' } }",
+    ] {
+        load(&up(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for (bad, needle) in [
+        ("fastest", "unknown variant `fastest`"),
+        (
+            "{ ewma: { decay: 0s } }",
+            "upstreams[0].load_balancing.ewma.decay",
+        ),
+        (
+            "{ consistent_hash: { key: 'body:x' } }",
+            "unknown hash key source `body`",
+        ),
+        ("{ consistent_hash: { key: 'header:' } }", "names nothing"),
+        (
+            "{ consistent_hash: { key: 'capture:user' } }",
+            "routes[0].upstream",
+        ),
+        ("{ consistent_hash: {} }", "missing field `key`"),
+    ] {
+        let text = errors(&up(bad)).join("\n");
+        assert!(text.contains(needle), "{bad}: {text}");
+    }
+    let text = errors(&format!(
+        "{BASE}upstreams:\n  - name: u\n    targets: [{{ address: 'a:1', weight: -1 }}]\n"
+    ))
+    .join("");
+    assert!(
+        text.contains("upstreams[0].targets[0].weight") && text.contains("invalid value"),
+        "{text}"
+    );
+}

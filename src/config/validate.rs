@@ -13,6 +13,7 @@ use super::yaml::Positions;
 use crate::plugins;
 use crate::proxy::template::Template;
 use crate::routing::{HostPattern, PathPattern};
+use crate::upstream::balancer::HashKey;
 
 struct Checker<'a> {
     positions: &'a Positions,
@@ -219,6 +220,26 @@ fn check_upstreams(c: &mut Checker, upstreams: &[UpstreamDoc]) {
                 );
             }
         }
+        if !u.targets.is_empty() && u.targets.iter().all(|t| t.weight == 0) {
+            c.err(
+                &format!("{p}.targets"),
+                "every target has weight 0, so no request could be served; give at least one a weight",
+            );
+        }
+        match &u.load_balancing {
+            LoadBalancing::Ewma(e) if e.decay.0.is_zero() => {
+                c.err(
+                    &format!("{p}.load_balancing.ewma.decay"),
+                    "must be greater than zero, like `10s`",
+                );
+            }
+            LoadBalancing::ConsistentHash(h) => {
+                if let Err(e) = HashKey::parse(&h.key) {
+                    c.err(&format!("{p}.load_balancing.consistent_hash.key"), e);
+                }
+            }
+            _ => {}
+        }
         check_timeouts(c, &p, &u.timeouts);
     }
 }
@@ -314,6 +335,24 @@ fn check_routes(c: &mut Checker, doc: &Document) {
                             .join(" ");
                         c.err(&format!("{fp}.regex"), format!("invalid regex: {msg}"));
                     }
+                }
+            }
+        }
+        // A hash on a path capture must name one this route's paths capture.
+        let hashed = r
+            .upstream
+            .as_ref()
+            .and_then(|n| doc.upstreams.iter().find(|u| &u.name == n));
+        if let Some(LoadBalancing::ConsistentHash(h)) = hashed.map(|u| &u.load_balancing) {
+            if let Ok(HashKey::Capture(name)) = HashKey::parse(&h.key) {
+                if !captures.contains(&name) {
+                    c.err(
+                        &format!("{p}.upstream"),
+                        format!(
+                            "upstream `{}` hashes on the capture `{name}`, but this route's paths capture no `{name}`",
+                            r.upstream.as_deref().unwrap_or("")
+                        ),
+                    );
                 }
             }
         }

@@ -37,8 +37,12 @@ pin_project_lite::pin_project! {
     pub enum ResponseBody {
         /// Made by the gateway (errors, `respond`, `redirect`).
         Full { #[pin] body: Full<Bytes> },
-        /// Streamed from an upstream, with its read and total timeouts.
-        Upstream { #[pin] body: GuardedBody<crate::upstream::pool::PooledBody> },
+        /// Streamed from an upstream, with its read and total timeouts; the
+        /// target counts the request in flight until this body is dropped.
+        Upstream {
+            #[pin] body: GuardedBody<crate::upstream::pool::PooledBody>,
+            load: Option<crate::upstream::stats::InFlight>,
+        },
     }
 }
 
@@ -52,21 +56,21 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             ResponseBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
-            ResponseBodyProj::Upstream { body } => body.poll_frame(cx),
+            ResponseBodyProj::Upstream { body, .. } => body.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full { body } => body.is_end_stream(),
-            ResponseBody::Upstream { body } => body.is_end_stream(),
+            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Full { body } => body.size_hint(),
-            ResponseBody::Upstream { body } => body.size_hint(),
+            ResponseBody::Upstream { body, .. } => body.size_hint(),
         }
     }
 }

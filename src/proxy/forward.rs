@@ -17,10 +17,16 @@ use super::errors::GatewayError;
 use super::headers::{set_forwarded, strip_hop_by_hop, ClientInfo};
 use super::pipeline::ConnInfo;
 use crate::config::HostHeader;
+use crate::routing::PathPattern;
 use crate::snapshot::{Listener, ProxyAction, Snapshot};
+use crate::upstream::balancer::consistent_hash::KeySource;
 use crate::upstream::pool::UpstreamError;
+use crate::upstream::stats::now_ns;
 
 static VIA: HeaderValue = HeaderValue::from_static("1.1 portcullis");
+
+/// The latency a failed exchange counts as, for `ewma` (1 s).
+const FAILURE_PENALTY_NS: u64 = 1_000_000_000;
 
 /// Everything the upstream phase needs besides the request.
 pub struct Forward<'a> {
@@ -39,6 +45,8 @@ pub struct Forward<'a> {
     pub path: Option<&'a str>,
     /// Request body limit.
     pub body_limit: u64,
+    /// The matched path pattern and the normalized path, for hash keys on captures.
+    pub matched: (Option<&'a PathPattern>, &'a str),
 }
 
 fn timeout_error(what: &str) -> GatewayError {
@@ -91,14 +99,35 @@ pub async fn forward(
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let started = Instant::now();
     let a = f.action;
-    let target = a.upstream.pick().ok_or_else(|| {
+    let (mut parts, body) = req.into_parts();
+    let picked = match a.upstream.balancer.hash_key() {
+        Some(k) => {
+            let (pattern, path) = f.matched;
+            let capture = |name: &str| {
+                let (caps, _) = pattern?.captures(path)?;
+                caps.get(name).map(str::to_string)
+            };
+            let src = KeySource {
+                client_ip: f.conn.peer.ip(),
+                headers: &parts.headers,
+                query: parts.uri.query(),
+                capture: &capture,
+            };
+            a.upstream.pick(&k.extract(&src))
+        }
+        None => a.upstream.pick(&[]),
+    };
+    let idx = picked.ok_or_else(|| {
         GatewayError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_upstream_target",
             "no upstream target is available",
         )
     })?;
-    let (mut parts, body) = req.into_parts();
+    let target = &a.upstream.targets[idx];
+    let stats = &a.upstream.stats[idx];
+    // Counted in flight until the response body ends (or the exchange fails).
+    let load = stats.start();
 
     let bad_target = || {
         GatewayError::new(
@@ -168,8 +197,19 @@ pub async fn forward(
         Some(total) => t.read.min(total),
         None => t.read,
     };
-    let resp = match tokio::time::timeout(head_wait, a.pool.send(target, up_req, replayable)).await
-    {
+    let sent = a.upstream.balancer.decay_ns().map(|d| (d, now_ns()));
+    let outcome = tokio::time::timeout(head_wait, a.pool.send(target, up_req, replayable)).await;
+    if let Some((decay, at)) = sent {
+        // Latency-aware balancing learns from the time to response headers;
+        // a failure counts as a slow answer so a broken target is avoided.
+        let now = now_ns();
+        let rtt = match &outcome {
+            Ok(Ok(_)) => now - at,
+            _ => (now - at).max(FAILURE_PENALTY_NS),
+        };
+        stats.observe(rtt, now, decay);
+    }
+    let resp = match outcome {
         Err(_) => return Err(timeout_error("answer")),
         Ok(Err(e)) => {
             tracing::debug!(target: "portcullis::proxy", upstream = %a.upstream.name, target = %target.address, error = ?e, "upstream exchange failed");
@@ -180,5 +220,11 @@ pub async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let body = GuardedBody::new(body, None, Some(t.read), deadline);
-    Ok(Response::from_parts(parts, ResponseBody::Upstream { body }))
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::Upstream {
+            body,
+            load: Some(load),
+        },
+    ))
 }

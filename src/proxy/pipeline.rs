@@ -19,6 +19,7 @@ use super::{actions, forward, request_id};
 use crate::routing::normalize::normalize_path;
 use crate::routing::{Lookup, RouteInput};
 use crate::snapshot::{Action, Listener, ListenerKey, Snapshot};
+use crate::upstream::balancer::HashKey;
 
 /// State shared by every connection: the current snapshot.
 #[derive(Debug)]
@@ -269,6 +270,11 @@ async fn route_and_act(
             } else {
                 0
             };
+            // Only a hash on a path capture needs the path after the request moves on.
+            let capture_path = match a.upstream.balancer.hash_key() {
+                Some(HashKey::Capture(_)) => Some(path.to_string()),
+                _ => None,
+            };
             // `None`: the client's path goes up unchanged (no copy needed).
             let upstream_path = match (&path, strip) {
                 (Cow::Borrowed(_), 0) => None,
@@ -288,6 +294,7 @@ async fn route_and_act(
                     rid,
                     path: upstream_path.as_deref(),
                     body_limit: limit,
+                    matched: (pattern, capture_path.as_deref().unwrap_or("")),
                 },
             )
             .await

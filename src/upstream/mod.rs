@@ -1,20 +1,23 @@
 //! Upstreams: named pools of targets, the target choice for each request, and
 //! the pooled HTTP/1.1 clients that reach them.
 //!
-//! Connection pools live outside the snapshot, in a [`PoolRegistry`] keyed by
+//! Connection pools live outside the snapshot, in a [`UpstreamRegistry`] keyed by
 //! the upstream's name and the settings that shape its connections, so a
 //! reload that leaves an upstream unchanged keeps its warm keep-alive pool.
 
+pub mod balancer;
 pub mod pool;
+pub mod stats;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Authority;
 use http::HeaderValue;
 
-pub use pool::{Pool, PoolKey, PoolRegistry};
+pub use balancer::Balancer;
+pub use pool::{Pool, PoolKey, UpstreamRegistry};
+pub use stats::TargetStats;
 
 /// One backend of an upstream, with everything a request needs precomputed.
 #[derive(Debug)]
@@ -56,74 +59,38 @@ pub struct Upstream {
     pub name: Arc<str>,
     /// All targets, in config order.
     pub targets: Vec<Target>,
-    /// Target indices in weighted round-robin order (weight-0 targets absent).
-    schedule: Vec<u32>,
-    next: AtomicUsize,
+    /// Target weights, by index (0 = draining).
+    weights: Vec<u32>,
+    /// Load and latency of each target, by index; shared across reloads.
+    pub stats: Vec<Arc<TargetStats>>,
+    /// How a target is chosen.
+    pub balancer: Balancer,
     /// The upstream's own timeouts (defaults filled in).
     pub timeouts: Timeouts,
 }
 
 impl Upstream {
-    /// Builds an upstream; the schedule interleaves targets by weight
-    /// (weights reduced by their greatest common divisor).
-    pub fn new(name: &str, targets: Vec<Target>, timeouts: Timeouts) -> Upstream {
+    /// Builds an upstream from its targets, their shared stats and a balancer.
+    pub fn new(
+        name: &str,
+        targets: Vec<Target>,
+        stats: Vec<Arc<TargetStats>>,
+        balancer: Balancer,
+        timeouts: Timeouts,
+    ) -> Upstream {
         Upstream {
             name: name.into(),
-            schedule: weighted_schedule(&targets.iter().map(|t| t.weight).collect::<Vec<_>>()),
+            weights: targets.iter().map(|t| t.weight).collect(),
             targets,
-            next: AtomicUsize::new(0),
+            stats,
+            balancer,
             timeouts,
         }
     }
 
-    /// Picks the next target, or `None` when every target has weight 0.
-    pub fn pick(&self) -> Option<&Target> {
-        if self.schedule.is_empty() {
-            return None;
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let idx = self.schedule[n % self.schedule.len()];
-        self.targets.get(idx as usize)
-    }
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-/// Interleaved weighted order: each round visits every target whose remaining
-/// weight is positive, so `[3, 1]` gives `0 1 0 0` rather than `0 0 0 1`.
-fn weighted_schedule(weights: &[u32]) -> Vec<u32> {
-    let g = weights.iter().copied().filter(|w| *w > 0).fold(0, gcd);
-    if g == 0 {
-        return Vec::new();
-    }
-    let mut left: Vec<u32> = weights.iter().map(|w| w / g).collect();
-    let mut out = Vec::new();
-    while left.iter().any(|w| *w > 0) {
-        for (i, w) in left.iter_mut().enumerate() {
-            if *w > 0 {
-                out.push(i as u32);
-                *w -= 1;
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schedule_respects_weights_and_draining() {
-        assert_eq!(weighted_schedule(&[1, 1]), vec![0, 1]);
-        assert_eq!(weighted_schedule(&[3, 1]), vec![0, 1, 0, 0]);
-        assert_eq!(weighted_schedule(&[2, 0, 4]), vec![0, 2, 2]);
-        assert!(weighted_schedule(&[0, 0]).is_empty());
+    /// Picks a target index for a request with hash key `key` (used only by
+    /// `consistent_hash`), or `None` when every target has weight 0.
+    pub fn pick(&self, key: &[u8]) -> Option<usize> {
+        self.balancer.pick(&self.weights, &self.stats, key)
     }
 }

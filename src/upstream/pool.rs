@@ -6,7 +6,7 @@
 //! on one thread, like nginx's per-worker upstream keep-alive. A connection
 //! goes back to its idle list when the response body has been read to the
 //! end; one whose body was abandoned is closed instead. Pools are shared
-//! between snapshots through the [`PoolRegistry`], so reloads keep them warm.
+//! between snapshots through the [`UpstreamRegistry`], so reloads keep them warm.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -34,6 +34,11 @@ thread_local! {
 /// Records which worker the current thread is; called once when a worker starts.
 pub fn set_worker_index(i: usize) {
     WORKER.with(|w| w.set(i));
+}
+
+/// The current thread's worker index (0 outside workers).
+pub fn worker_index() -> usize {
+    WORKER.with(Cell::get)
 }
 
 /// What shapes an upstream's connections; a change builds a new pool.
@@ -293,13 +298,30 @@ impl Drop for PooledBody {
     }
 }
 
-/// Pools by key, shared across snapshots; a pool is dropped once no snapshot uses it.
+/// Upstream state that outlives snapshots: connection pools by their shaping
+/// settings, and per-target stats by upstream and target address. An entry
+/// is dropped once no snapshot uses it.
 #[derive(Debug, Default)]
-pub struct PoolRegistry {
+pub struct UpstreamRegistry {
     pools: Mutex<HashMap<PoolKey, Weak<Pool>>>,
+    stats: Mutex<HashMap<(String, String), Weak<super::TargetStats>>>,
 }
 
-impl PoolRegistry {
+impl UpstreamRegistry {
+    /// The live stats of `address` in `upstream`, or fresh ones. Runs only
+    /// when a snapshot is compiled.
+    pub fn stats(&self, upstream: &str, address: &str) -> Arc<super::TargetStats> {
+        let mut map = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        let key = (upstream.to_string(), address.to_string());
+        if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
+            return s;
+        }
+        let s = Arc::new(super::TargetStats::default());
+        map.insert(key, Arc::downgrade(&s));
+        s
+    }
+
     /// Returns the live pool for `key`, or creates one with a slot per worker.
     /// Runs only when a snapshot is compiled, never per request.
     pub fn get(&self, key: PoolKey, workers: usize) -> Arc<Pool> {
