@@ -15,7 +15,10 @@ use crate::config::validate::{parse_cidr, parse_target};
 use crate::config::{self, ConfigError, Document, HostHeader, LoadedConfig, TimeoutsDoc};
 use crate::proxy::template::Template;
 use crate::routing::{Conditions, HostPattern, PathPattern, RouteSpec, Router, ValueTest};
-use crate::upstream::{Balancer, PoolKey, Target, Timeouts, Upstream, UpstreamRegistry};
+use crate::upstream::retry::{RetryBudget, RetryPolicy};
+use crate::upstream::{
+    Balancer, EjectionPolicy, PassiveHealth, PoolKey, Target, Timeouts, Upstream, UpstreamRegistry,
+};
 
 /// Process-wide settings of a snapshot.
 #[derive(Debug, Clone)]
@@ -110,6 +113,8 @@ pub struct ProxyAction {
     pub host_header: HostHeader,
     /// Effective timeouts.
     pub timeouts: Timeouts,
+    /// Retries may replay non-idempotent (body-less) requests on this route.
+    pub retry_non_idempotent: bool,
 }
 
 /// A fixed response.
@@ -247,8 +252,33 @@ pub fn compile(
             .iter()
             .map(|t| pools.stats(&u.name, &t.address))
             .collect();
+        let ph = &u.passive_health;
+        let health = PassiveHealth {
+            policy: EjectionPolicy {
+                consecutive_failures: ph.consecutive_failures,
+                base_ns: ph.ejection.0.as_nanos() as u64,
+                max_ns: ph.max_ejection.0.as_nanos() as u64,
+            },
+            max_ejected: targets.len() * ph.max_ejected_percent.min(100) as usize / 100,
+            failure_statuses: ph
+                .failure_statuses
+                .iter()
+                .filter_map(|s| StatusCode::from_u16(*s).ok())
+                .collect(),
+        };
         upstreams.push((
-            Arc::new(Upstream::new(&u.name, targets, stats, balancer, timeouts)),
+            Arc::new(Upstream::new(
+                &u.name,
+                targets,
+                stats,
+                balancer,
+                health,
+                (
+                    RetryPolicy::new(&u.retries),
+                    RetryBudget::new(u.retries.budget_percent),
+                ),
+                timeouts,
+            )),
             key,
         ));
     }
@@ -297,6 +327,7 @@ pub fn compile(
                 strip_prefix: r.strip_prefix,
                 host_header: r.host_header,
                 timeouts,
+                retry_non_idempotent: r.retry_non_idempotent,
             })
         } else if let Some(resp) = &r.respond {
             let body_text = match (&resp.body, &resp.json) {

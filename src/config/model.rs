@@ -108,6 +108,12 @@ pub struct UpstreamDoc {
     /// Timeouts for requests to this upstream (routes may override).
     #[serde(default)]
     pub timeouts: TimeoutsDoc,
+    /// Outlier detection: targets that keep failing are taken out for a while.
+    #[serde(default)]
+    pub passive_health: PassiveHealthDoc,
+    /// Retrying failed requests on another target.
+    #[serde(default)]
+    pub retries: RetriesDoc,
     /// Idle keep-alive connections kept per target, per worker thread (each
     /// worker keeps its own pool, as nginx workers do).
     #[serde(default = "defaults::max_idle_per_target")]
@@ -187,6 +193,93 @@ impl<'de> Deserialize<'de> for LoadBalancing {
     }
 }
 
+/// Passive health checking (outlier detection): a target that fails
+/// `consecutive_failures` requests in a row is ejected for `ejection`, longer
+/// each time it is ejected again, never longer than `max_ejection`, and never
+/// so many that more than `max_ejected_percent` of the pool is out.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealthDoc {
+    /// Failures in a row that eject a target; 0 turns ejection off.
+    pub consecutive_failures: u32,
+    /// First ejection period; the n-th ejection in a row lasts n times this.
+    pub ejection: HumanDuration,
+    /// Longest ejection period.
+    pub max_ejection: HumanDuration,
+    /// Most of the pool that may be ejected at once, in percent.
+    pub max_ejected_percent: u32,
+    /// Response statuses that count as failures (besides connection errors and timeouts).
+    pub failure_statuses: Vec<u16>,
+}
+
+impl Default for PassiveHealthDoc {
+    fn default() -> Self {
+        PassiveHealthDoc {
+            consecutive_failures: 5,
+            ejection: HumanDuration(std::time::Duration::from_secs(10)),
+            max_ejection: HumanDuration(std::time::Duration::from_secs(300)),
+            max_ejected_percent: 50,
+            failure_statuses: vec![502, 503, 504],
+        }
+    }
+}
+
+/// Retries of failed requests, always on a different target.
+///
+/// `connect_failure` retries are safe for every method (nothing was sent).
+/// The other conditions only retry requests that can be replayed: an
+/// idempotent method (or a route with `retry_non_idempotent`) and no body.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetriesDoc {
+    /// Extra attempts after the first; 0 turns retries off.
+    pub attempts: u32,
+    /// When to retry: `connect_failure`, `error` (reset or invalid response),
+    /// `timeout` (no response headers within the read timeout), or a status code.
+    pub on: Vec<RetryOn>,
+    /// Retries may add at most this share of the upstream's traffic, in
+    /// percent, so retries cannot amplify an outage.
+    pub budget_percent: u32,
+    /// First backoff; each retry waits a random time up to base × 2^(n-1).
+    pub backoff: HumanDuration,
+    /// Longest backoff.
+    pub max_backoff: HumanDuration,
+}
+
+impl Default for RetriesDoc {
+    fn default() -> Self {
+        RetriesDoc {
+            attempts: 2,
+            on: vec![RetryOn::Condition(RetryCondition::ConnectFailure)],
+            budget_percent: 20,
+            backoff: HumanDuration(std::time::Duration::from_millis(25)),
+            max_backoff: HumanDuration(std::time::Duration::from_millis(250)),
+        }
+    }
+}
+
+/// One retry condition: a named condition or a response status.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum RetryOn {
+    /// A named condition.
+    Condition(RetryCondition),
+    /// A response status, like 503.
+    Status(u16),
+}
+
+/// Named retry conditions.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryCondition {
+    /// The TCP connection could not be made.
+    ConnectFailure,
+    /// The exchange failed after sending: reset, early close, invalid response.
+    Error,
+    /// No response headers within the read timeout.
+    Timeout,
+}
+
 /// Settings of the `ewma` balancer.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -257,6 +350,10 @@ pub struct RouteDoc {
     pub timeouts: TimeoutsDoc,
     /// Overrides the listener's request body limit for this route.
     pub max_body_size: Option<ByteSize>,
+    /// Allow retries of non-idempotent methods (POST, PATCH) on this route;
+    /// only body-less requests are ever replayed.
+    #[serde(default)]
+    pub retry_non_idempotent: bool,
     /// Plugins applied to this route.
     #[serde(default)]
     pub plugins: Vec<PluginDoc>,

@@ -241,6 +241,66 @@ fn check_upstreams(c: &mut Checker, upstreams: &[UpstreamDoc]) {
             _ => {}
         }
         check_timeouts(c, &p, &u.timeouts);
+        check_resilience(c, &p, u);
+    }
+}
+
+fn check_resilience(c: &mut Checker, p: &str, u: &UpstreamDoc) {
+    let ph = &u.passive_health;
+    if ph.max_ejected_percent > 100 {
+        c.err(
+            &format!("{p}.passive_health.max_ejected_percent"),
+            "must be between 0 and 100",
+        );
+    }
+    if ph.consecutive_failures > 0 && ph.ejection.0.is_zero() {
+        c.err(
+            &format!("{p}.passive_health.ejection"),
+            "must be greater than zero while ejection is on",
+        );
+    }
+    if ph.max_ejection.0 < ph.ejection.0 {
+        c.err(
+            &format!("{p}.passive_health.max_ejection"),
+            "must not be shorter than `ejection`",
+        );
+    }
+    for (j, s) in ph.failure_statuses.iter().enumerate() {
+        if !(100..=599).contains(s) {
+            c.err(
+                &format!("{p}.passive_health.failure_statuses[{j}]"),
+                format!("`{s}` is not an HTTP status"),
+            );
+        }
+    }
+    let r = &u.retries;
+    if r.attempts > 10 {
+        c.err(
+            &format!("{p}.retries.attempts"),
+            "at most 10 extra attempts",
+        );
+    }
+    if r.budget_percent > 100 {
+        c.err(
+            &format!("{p}.retries.budget_percent"),
+            "must be between 0 and 100",
+        );
+    }
+    if r.max_backoff.0 < r.backoff.0 {
+        c.err(
+            &format!("{p}.retries.max_backoff"),
+            "must not be shorter than `backoff`",
+        );
+    }
+    for (j, on) in r.on.iter().enumerate() {
+        if let RetryOn::Status(s) = on {
+            if !(400..=599).contains(s) {
+                c.err(
+                    &format!("{p}.retries.on[{j}]"),
+                    format!("retry statuses must be 4xx or 5xx, not `{s}`"),
+                );
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{empty, BodyError, GuardedBody, ResponseBody};
+use super::body::{empty, BodyError, GuardedBody, ProxyBody, ResponseBody};
 use super::errors::GatewayError;
 use super::headers::{set_forwarded, strip_hop_by_hop, ClientInfo};
 use super::pipeline::ConnInfo;
@@ -20,8 +20,9 @@ use crate::config::HostHeader;
 use crate::routing::PathPattern;
 use crate::snapshot::{Listener, ProxyAction, Snapshot};
 use crate::upstream::balancer::consistent_hash::KeySource;
-use crate::upstream::pool::UpstreamError;
+use crate::upstream::pool::{copy_head, PooledBody, SendError, UpstreamError};
 use crate::upstream::stats::now_ns;
+use crate::upstream::stats::InFlight;
 
 static VIA: HeaderValue = HeaderValue::from_static("1.1 portcullis");
 
@@ -100,7 +101,8 @@ pub async fn forward(
     let started = Instant::now();
     let a = f.action;
     let (mut parts, body) = req.into_parts();
-    let picked = match a.upstream.balancer.hash_key() {
+    // The hash key is taken before the headers are rewritten (only `consistent_hash` has one).
+    let key: Vec<u8> = match a.upstream.balancer.hash_key() {
         Some(k) => {
             let (pattern, path) = f.matched;
             let capture = |name: &str| {
@@ -113,21 +115,10 @@ pub async fn forward(
                 query: parts.uri.query(),
                 capture: &capture,
             };
-            a.upstream.pick(&k.extract(&src))
+            k.extract(&src).into_owned()
         }
-        None => a.upstream.pick(&[]),
+        None => Vec::new(),
     };
-    let idx = picked.ok_or_else(|| {
-        GatewayError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_upstream_target",
-            "no upstream target is available",
-        )
-    })?;
-    let target = &a.upstream.targets[idx];
-    let stats = &a.upstream.stats[idx];
-    // Counted in flight until the response body ends (or the exchange fails).
-    let load = stats.start();
 
     let bad_target = || {
         GatewayError::new(
@@ -167,18 +158,20 @@ pub async fn forward(
         },
     );
     h.insert(f.snap.settings.request_id_header.clone(), f.rid.clone());
-    let host = match (a.host_header, client_host) {
-        (HostHeader::Preserve, Some(h)) => h,
-        _ => target.host_header.clone(),
-    };
-    h.insert(header::HOST, host);
     if f.snap.settings.via {
         h.append(header::VIA, VIA.clone());
     }
+    let preserved_host = match a.host_header {
+        HostHeader::Preserve => client_host,
+        HostHeader::Upstream => None,
+    };
 
-    // Idempotent and body-less: safe to replay if a pooled connection dies under it.
-    let replayable = body.is_end_stream() && parts.method.is_idempotent();
-    let body = if body.is_end_stream() {
+    // A body-less request can be sent again: after a stale pooled connection
+    // (idempotent methods) or by a retry policy (also non-idempotent methods
+    // when the route allows it).
+    let body_less = body.is_end_stream();
+    let idempotent = parts.method.is_idempotent();
+    let body = if body_less {
         empty()
     } else {
         GuardedBody::new(
@@ -189,42 +182,178 @@ pub async fn forward(
         )
         .boxed()
     };
-    let up_req = Request::from_parts(parts, body);
-
-    let t = a.timeouts;
-    let deadline = t.total.map(|d| started + d);
-    let head_wait: Duration = match t.total {
-        Some(total) => t.read.min(total),
-        None => t.read,
+    let call = Call {
+        a,
+        key: &key,
+        preserved_host,
+        stale_replayable: body_less && idempotent,
+        retry_replayable: body_less && (idempotent || a.retry_non_idempotent),
+        deadline: a.timeouts.total.map(|d| started + d),
     };
-    let sent = a.upstream.balancer.decay_ns().map(|d| (d, now_ns()));
-    let outcome = tokio::time::timeout(head_wait, a.pool.send(target, up_req, replayable)).await;
-    if let Some((decay, at)) = sent {
-        // Latency-aware balancing learns from the time to response headers;
-        // a failure counts as a slow answer so a broken target is avoided.
-        let now = now_ns();
-        let rtt = match &outcome {
-            Ok(Ok(_)) => now - at,
-            _ => (now - at).max(FAILURE_PENALTY_NS),
-        };
-        stats.observe(rtt, now, decay);
+    a.upstream.budget.deposit();
+    let exchange = call.attempts(Request::from_parts(parts, body));
+    match call.deadline {
+        Some(d) => tokio::time::timeout_at(d, exchange)
+            .await
+            .unwrap_or_else(|_| Err(timeout_error("answer"))),
+        None => exchange.await,
     }
-    let resp = match outcome {
-        Err(_) => return Err(timeout_error("answer")),
-        Ok(Err(e)) => {
-            tracing::debug!(target: "portcullis::proxy", upstream = %a.upstream.name, target = %target.address, error = ?e, "upstream exchange failed");
-            return Err(classify(&e));
+}
+
+/// One upstream call: the settings every attempt shares.
+struct Call<'a> {
+    a: &'a ProxyAction,
+    key: &'a [u8],
+    preserved_host: Option<HeaderValue>,
+    stale_replayable: bool,
+    retry_replayable: bool,
+    deadline: Option<Instant>,
+}
+
+impl Call<'_> {
+    /// Tries targets until one answers, a failure is not retryable, or the
+    /// retry policy or budget says stop. Every attempt goes to a target not
+    /// tried before (while there are any) and feeds passive health.
+    async fn attempts(
+        &self,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let up = &self.a.upstream;
+        let policy = &up.retry;
+        let mut tried = [usize::MAX; 8];
+        let mut n = 0usize;
+        let mut last_error: Option<GatewayError> = None;
+        loop {
+            let Some(idx) = up.pick(self.key, &tried[..n.min(tried.len())]) else {
+                return Err(last_error.unwrap_or_else(|| {
+                    GatewayError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no_healthy_upstream",
+                        "no healthy upstream target is available",
+                    )
+                }));
+            };
+            if n < tried.len() {
+                tried[n] = idx;
+            }
+            n += 1;
+            let (target, stats) = (&up.targets[idx], &up.stats[idx]);
+            let host = self
+                .preserved_host
+                .clone()
+                .unwrap_or_else(|| target.host_header.clone());
+            req.headers_mut().insert(header::HOST, host);
+            let may_retry = n as u32 <= policy.attempts;
+            let copy = (may_retry && self.retry_replayable && policy.may_replay())
+                .then(|| copy_head(&req));
+            // Counted in flight until the response body ends (or the exchange fails).
+            let load = stats.start();
+            let sent_at = up.balancer.decay_ns().map(|d| (d, now_ns()));
+            let outcome = tokio::time::timeout(
+                self.a.timeouts.read,
+                self.a.pool.send(target, req, self.stale_replayable),
+            )
+            .await;
+            if let Some((decay, at)) = sent_at {
+                // Latency-aware balancing learns from the time to response headers;
+                // a failure counts as a slow answer so a broken target is avoided.
+                let now = now_ns();
+                let ok = matches!(&outcome, Ok(Ok(r)) if !up.is_failure_status(r.status()));
+                stats.observe(
+                    if ok {
+                        now - at
+                    } else {
+                        (now - at).max(FAILURE_PENALTY_NS)
+                    },
+                    now,
+                    decay,
+                );
+            }
+            let again = match outcome {
+                Ok(Ok(resp)) => {
+                    let status = resp.status();
+                    up.record(idx, up.is_failure_status(status));
+                    match copy {
+                        Some(c)
+                            if may_retry
+                                && policy.on_statuses.contains(&status)
+                                && up.budget.withdraw() =>
+                        {
+                            last_error = Some(GatewayError::new(
+                                StatusCode::BAD_GATEWAY,
+                                "upstream_error",
+                                format!("the upstream answered {status} on every attempt"),
+                            ));
+                            c
+                        }
+                        _ => return Ok(finish(resp, load, self.a.timeouts.read, self.deadline)),
+                    }
+                }
+                Ok(Err(SendError { error, unsent })) => {
+                    let gateway_error = classify(&error);
+                    if client_caused(&error) {
+                        return Err(gateway_error);
+                    }
+                    up.record(idx, true);
+                    tracing::debug!(target: "portcullis::proxy", upstream = %up.name, target = %target.address, error = ?error, "upstream exchange failed");
+                    let retry = match (&error, unsent) {
+                        (UpstreamError::Connect(_) | UpstreamError::ConnectTimeout, Some(r))
+                            if policy.on_connect_failure =>
+                        {
+                            Some(r)
+                        }
+                        (UpstreamError::Http(_), _) if policy.on_error => copy,
+                        _ => None,
+                    };
+                    match retry {
+                        Some(r) if may_retry && up.budget.withdraw() => {
+                            last_error = Some(gateway_error);
+                            r
+                        }
+                        _ => return Err(gateway_error),
+                    }
+                }
+                Err(_elapsed) => {
+                    up.record(idx, true);
+                    match copy {
+                        Some(c) if may_retry && policy.on_timeout && up.budget.withdraw() => {
+                            last_error = Some(timeout_error("answer"));
+                            c
+                        }
+                        _ => return Err(timeout_error("answer")),
+                    }
+                }
+            };
+            tracing::debug!(target: "portcullis::proxy", upstream = %up.name, attempt = n + 1, "retrying on another target");
+            tokio::time::sleep(policy.backoff(n as u32)).await;
+            req = again;
         }
-        Ok(Ok(r)) => r,
-    };
+    }
+}
+
+/// Errors caused by the client's request body, not by the upstream: they
+/// neither count against the target nor are retried.
+fn client_caused(e: &UpstreamError) -> bool {
+    matches!(e, UpstreamError::Http(h) if matches!(BodyError::find(h), Some(BodyError::TooLarge(_) | BodyError::Idle(_))))
+}
+
+/// Turns the upstream's response into the client's: hop-by-hop headers
+/// removed, body guarded by the read timeout and the deadline, and the
+/// target's in-flight count held until the body ends.
+fn finish(
+    resp: Response<PooledBody>,
+    load: InFlight,
+    read: Duration,
+    deadline: Option<Instant>,
+) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let body = GuardedBody::new(body, None, Some(t.read), deadline);
-    Ok(Response::from_parts(
+    let body = GuardedBody::new(body, None, Some(read), deadline);
+    Response::from_parts(
         parts,
         ResponseBody::Upstream {
             body,
             load: Some(load),
         },
-    ))
+    )
 }

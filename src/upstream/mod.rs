@@ -7,6 +7,7 @@
 
 pub mod balancer;
 pub mod pool;
+pub mod retry;
 pub mod stats;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use http::HeaderValue;
 
 pub use balancer::Balancer;
 pub use pool::{Pool, PoolKey, UpstreamRegistry};
-pub use stats::TargetStats;
+pub use stats::{EjectionPolicy, TargetStats};
 
 /// One backend of an upstream, with everything a request needs precomputed.
 #[derive(Debug)]
@@ -52,6 +53,17 @@ impl Timeouts {
     };
 }
 
+/// Passive health settings of an upstream (compiled).
+#[derive(Debug, Clone)]
+pub struct PassiveHealth {
+    /// When failures eject a target.
+    pub policy: EjectionPolicy,
+    /// Most targets that may be ejected at once.
+    pub max_ejected: usize,
+    /// Statuses counted as failures.
+    pub failure_statuses: Vec<http::StatusCode>,
+}
+
 /// A compiled upstream.
 #[derive(Debug)]
 pub struct Upstream {
@@ -61,10 +73,16 @@ pub struct Upstream {
     pub targets: Vec<Target>,
     /// Target weights, by index (0 = draining).
     weights: Vec<u32>,
-    /// Load and latency of each target, by index; shared across reloads.
+    /// Load, latency and health of each target, by index; shared across reloads.
     pub stats: Vec<Arc<TargetStats>>,
     /// How a target is chosen.
     pub balancer: Balancer,
+    /// Outlier detection.
+    pub health: PassiveHealth,
+    /// When to retry.
+    pub retry: retry::RetryPolicy,
+    /// How much retrying traffic allows.
+    pub budget: retry::RetryBudget,
     /// The upstream's own timeouts (defaults filled in).
     pub timeouts: Timeouts,
 }
@@ -76,6 +94,8 @@ impl Upstream {
         targets: Vec<Target>,
         stats: Vec<Arc<TargetStats>>,
         balancer: Balancer,
+        health: PassiveHealth,
+        retry: (retry::RetryPolicy, retry::RetryBudget),
         timeouts: Timeouts,
     ) -> Upstream {
         Upstream {
@@ -84,13 +104,45 @@ impl Upstream {
             targets,
             stats,
             balancer,
+            health,
+            retry: retry.0,
+            budget: retry.1,
             timeouts,
         }
     }
 
     /// Picks a target index for a request with hash key `key` (used only by
-    /// `consistent_hash`), or `None` when every target has weight 0.
-    pub fn pick(&self, key: &[u8]) -> Option<usize> {
-        self.balancer.pick(&self.weights, &self.stats, key)
+    /// `consistent_hash`), skipping ejected targets and those in `tried`.
+    /// `None` when no target is available.
+    pub fn pick(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
+        let avail = |i: usize| !self.stats[i].is_ejected() && !tried.contains(&i);
+        self.balancer.pick(&self.weights, &self.stats, key, avail)
+    }
+
+    /// Records how an exchange with target `i` went: a success ends its
+    /// failure streak; a failure may eject it (within the pool's cap).
+    pub fn record(&self, i: usize, failed: bool) {
+        let s = &self.stats[i];
+        if !failed {
+            s.record_success();
+            return;
+        }
+        let now = stats::now_ns();
+        let may_eject =
+            || self.stats.iter().filter(|t| t.is_ejected_at(now)).count() < self.health.max_ejected;
+        if let Some(period) = s.record_failure(now, &self.health.policy, may_eject) {
+            tracing::warn!(
+                upstream = %self.name,
+                target = %self.targets[i].address,
+                seconds = period as f64 / 1e9,
+                "target ejected after {} failures in a row",
+                self.health.policy.consecutive_failures
+            );
+        }
+    }
+
+    /// True when `status` counts as a failure for passive health.
+    pub fn is_failure_status(&self, status: http::StatusCode) -> bool {
+        self.health.failure_statuses.contains(&status)
     }
 }

@@ -68,6 +68,16 @@ pub enum UpstreamError {
     Http(#[source] hyper::Error),
 }
 
+/// A failed send: the error, and the request when it was never sent (so it
+/// may go to another target whatever its method).
+#[derive(Debug)]
+pub struct SendError {
+    /// What went wrong.
+    pub error: UpstreamError,
+    /// The request, if no byte of it reached the upstream.
+    pub unsent: Option<Request<ProxyBody>>,
+}
+
 struct Idle {
     sender: SendRequest<ProxyBody>,
     since: Instant,
@@ -190,7 +200,7 @@ impl Pool {
         target: &Target,
         mut req: Request<ProxyBody>,
         replayable: bool,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
+    ) -> Result<Response<PooledBody>, SendError> {
         let mut reuse_attempts = 0;
         loop {
             let pooled = if reuse_attempts < 3 {
@@ -200,16 +210,28 @@ impl Pool {
             };
             let (mut sender, reused) = match pooled {
                 Some(s) => (s, true),
-                None => (self.connect(target).await?, false),
+                None => match self.connect(target).await {
+                    Ok(s) => (s, false),
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            unsent: Some(req),
+                        })
+                    }
+                },
             };
             reuse_attempts += usize::from(reused);
             if sender.ready().await.is_err() {
                 if reused {
                     continue;
                 }
-                return Err(UpstreamError::Connect(std::io::Error::from(
+                let error = UpstreamError::Connect(std::io::Error::from(
                     std::io::ErrorKind::ConnectionReset,
-                )));
+                ));
+                return Err(SendError {
+                    error,
+                    unsent: Some(req),
+                });
             }
             let replay = (reused && replayable).then(|| copy_head(&req));
             match sender.try_send_request(req).await {
@@ -223,7 +245,12 @@ impl Pool {
                         tracing::debug!(target = %target.address, "pooled connection closed under a request; replaying it");
                         req = copy;
                     }
-                    _ => return Err(UpstreamError::Http(e.into_error())),
+                    (unsent, _) => {
+                        return Err(SendError {
+                            error: UpstreamError::Http(e.into_error()),
+                            unsent,
+                        })
+                    }
                 },
             }
         }
@@ -238,7 +265,7 @@ fn stale_symptom(e: &hyper::Error) -> bool {
 }
 
 /// A copy of a body-less request, for replaying it.
-fn copy_head(req: &Request<ProxyBody>) -> Request<ProxyBody> {
+pub fn copy_head(req: &Request<ProxyBody>) -> Request<ProxyBody> {
     let mut copy = Request::new(crate::proxy::body::empty());
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();

@@ -45,6 +45,17 @@ pub struct Upstream {
     pub connections: Arc<AtomicUsize>,
     /// Requests served so far.
     pub requests: Arc<AtomicUsize>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Upstream {
+    /// Kills the server at once: stops accepting and drops every open
+    /// connection, in-flight requests included (like a crashed process).
+    pub fn kill(&self) {
+        for t in self.tasks.lock().expect("lock").drain(..) {
+            t.abort();
+        }
+    }
 }
 
 type Handler = Arc<dyn Fn(Request<Incoming>) -> futures_like::BoxFut + Send + Sync>;
@@ -70,8 +81,9 @@ where
     let addr = listener.local_addr().expect("addr");
     let connections = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
-    let (c, r) = (connections.clone(), requests.clone());
-    tokio::spawn(async move {
+    let tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+    let (c, r, t) = (connections.clone(), requests.clone(), tasks.clone());
+    let accept = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
@@ -79,7 +91,7 @@ where
             c.fetch_add(1, Ordering::SeqCst);
             let handler = handler.clone();
             let r = r.clone();
-            tokio::spawn(async move {
+            let conn = tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     r.fetch_add(1, Ordering::SeqCst);
                     let h = handler.clone();
@@ -89,12 +101,15 @@ where
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
+            t.lock().expect("lock").push(conn.abort_handle());
         }
     });
+    tasks.lock().expect("lock").push(accept.abort_handle());
     Upstream {
         addr,
         connections,
         requests,
+        tasks,
     }
 }
 

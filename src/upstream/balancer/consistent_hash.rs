@@ -67,14 +67,19 @@ impl Ring {
         Ring { points }
     }
 
-    /// The target owning `key`, or `None` when every weight is 0.
-    pub fn pick(&self, key: &[u8]) -> Option<usize> {
-        if self.points.is_empty() {
+    /// The target owning `key`; when it is unavailable, the next available
+    /// owner clockwise (so its keys spread over the rest and come back when
+    /// it does). `None` when no target is available.
+    pub fn pick(&self, key: &[u8], avail: impl Fn(usize) -> bool) -> Option<usize> {
+        let n = self.points.len();
+        if n == 0 {
             return None;
         }
         let h = hash64(key);
-        let at = self.points.partition_point(|&(p, _)| p < h) % self.points.len();
-        Some(self.points[at].1 as usize)
+        let at = self.points.partition_point(|&(p, _)| p < h);
+        (0..n)
+            .map(|k| self.points[(at + k) % n].1 as usize)
+            .find(|&t| avail(t))
     }
 }
 
@@ -177,7 +182,10 @@ mod tests {
         let mut moved = 0;
         for k in 0..keys {
             let key = format!("user-{k}");
-            let (x, y) = (before.pick(key.as_bytes()), after.pick(key.as_bytes()));
+            let (x, y) = (
+                before.pick(key.as_bytes(), |_| true),
+                after.pick(key.as_bytes(), |_| true),
+            );
             if x != y {
                 moved += 1;
                 assert_eq!(x, Some(3), "only keys of the removed target move");
@@ -194,11 +202,19 @@ mod tests {
         let ring = Ring::new(&[1, 1, 2], &refs);
         let mut counts = [0usize; 3];
         for k in 0..40_000 {
-            counts[ring.pick(format!("k{k}").as_bytes()).expect("target")] += 1;
+            counts[ring
+                .pick(format!("k{k}").as_bytes(), |_| true)
+                .expect("target")] += 1;
         }
         let share = counts[2] as f64 / 40_000.0;
         assert!((share - 0.5).abs() < 0.06, "{counts:?}");
-        assert!(Ring::new(&[0, 0], &refs[..2]).pick(b"x").is_none());
+        assert!(Ring::new(&[0, 0], &refs[..2])
+            .pick(b"x", |_| true)
+            .is_none());
+        // An unavailable owner's keys go to the next owner; the others stay put.
+        let owner = ring.pick(b"some-key", |_| true).expect("target");
+        let fallback = ring.pick(b"some-key", |t| t != owner).expect("target");
+        assert_ne!(owner, fallback);
     }
 
     #[test]

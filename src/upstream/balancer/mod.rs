@@ -70,24 +70,33 @@ impl Balancer {
         })
     }
 
-    /// Picks a target index, or `None` when every target has weight 0.
-    /// `key` is the request's hash key (only `consistent_hash` uses it).
-    pub fn pick(&self, weights: &[u32], stats: &[Arc<TargetStats>], key: &[u8]) -> Option<usize> {
+    /// Picks a target index among those `avail` accepts, or `None` when no
+    /// target with weight above 0 is available. `key` is the request's hash
+    /// key (only `consistent_hash` uses it).
+    pub fn pick(
+        &self,
+        weights: &[u32],
+        stats: &[Arc<TargetStats>],
+        key: &[u8],
+        avail: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         match self {
-            Balancer::RoundRobin(rr) => rr.pick(weights),
-            Balancer::LeastRequests => least_requests::pick(weights, stats),
-            Balancer::RandomTwo(draw) => {
-                draw.pick_two(|i| (stats[i].in_flight() as f64 + 1.0) / weights[i] as f64)
-            }
+            Balancer::RoundRobin(rr) => rr.pick(weights, avail),
+            Balancer::LeastRequests => least_requests::pick(weights, stats, avail),
+            Balancer::RandomTwo(draw) => draw.pick_two(
+                |i| (stats[i].in_flight() as f64 + 1.0) / weights[i] as f64,
+                avail,
+            ),
             Balancer::Ewma { draw, decay_ns } => {
                 let now = super::stats::now_ns();
-                draw.pick_two(|i| {
+                let cost = |i: usize| {
                     let s = &stats[i];
                     (s.estimate_ns(now, *decay_ns) + 1.0) * (s.in_flight() as f64 + 1.0)
                         / weights[i] as f64
-                })
+                };
+                draw.pick_two(cost, avail)
             }
-            Balancer::ConsistentHash { ring, .. } => ring.pick(key),
+            Balancer::ConsistentHash { ring, .. } => ring.pick(key, avail),
         }
     }
 

@@ -50,17 +50,42 @@ impl WeightedDraw {
         self.cumulative.partition_point(|&c| c <= r)
     }
 
-    /// Draws two distinct targets and returns the one with the lower `cost`.
-    /// `None` when every weight is 0.
-    pub fn pick_two(&self, cost: impl Fn(usize) -> f64) -> Option<usize> {
-        match self.eligible {
+    /// Draws two distinct targets and returns the available one with the
+    /// lower `cost`. When a draw lands on an unavailable target (ejected, or
+    /// already tried), every available target is compared instead: slower,
+    /// but only while part of the pool is out. `None` when none is available.
+    pub fn pick_two(
+        &self,
+        cost: impl Fn(usize) -> f64,
+        avail: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let choice = match self.eligible {
             0 => return None,
-            1 => return Some(self.draw()),
-            _ => {}
-        }
-        let a = self.draw();
-        let b = self.draw_other_than(a);
-        Some(if cost(b) < cost(a) { b } else { a })
+            1 => Some(self.draw()).filter(|&a| avail(a)),
+            _ => {
+                let a = self.draw();
+                let b = self.draw_other_than(a);
+                match (avail(a), avail(b)) {
+                    (true, true) => Some(if cost(b) < cost(a) { b } else { a }),
+                    _ => None,
+                }
+            }
+        };
+        choice.or_else(|| self.cheapest_available(&cost, &avail))
+    }
+
+    fn cheapest_available(
+        &self,
+        cost: &impl Fn(usize) -> f64,
+        avail: &impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        (0..self.cumulative.len())
+            .filter(|&i| self.weight(i) > 0 && avail(i))
+            .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
+    }
+
+    fn weight(&self, i: usize) -> u64 {
+        self.cumulative[i] - if i == 0 { 0 } else { self.cumulative[i - 1] }
     }
 }
 
@@ -78,15 +103,33 @@ mod tests {
         assert_eq!(counts[1], 0);
         let share = counts[2] as f64 / 40_000.0;
         assert!((share - 0.75).abs() < 0.02, "{counts:?}");
-        assert_eq!(WeightedDraw::new(&[0, 0]).pick_two(|_| 0.0), None);
-        assert_eq!(WeightedDraw::new(&[0, 5]).pick_two(|_| 0.0), Some(1));
+        assert_eq!(WeightedDraw::new(&[0, 0]).pick_two(|_| 0.0, |_| true), None);
+        assert_eq!(
+            WeightedDraw::new(&[0, 5]).pick_two(|_| 0.0, |_| true),
+            Some(1)
+        );
+        assert_eq!(
+            WeightedDraw::new(&[0, 5]).pick_two(|_| 0.0, |_| false),
+            None
+        );
+        let d = WeightedDraw::new(&[1, 1, 1]);
+        for _ in 0..50 {
+            assert_eq!(
+                d.pick_two(|_| 0.0, |i| i == 2),
+                Some(2),
+                "only the available target"
+            );
+        }
     }
 
     #[test]
     fn the_cheaper_of_two_wins() {
         let d = WeightedDraw::new(&[1, 1]);
         for _ in 0..100 {
-            assert_eq!(d.pick_two(|i| if i == 0 { 10.0 } else { 1.0 }), Some(1));
+            assert_eq!(
+                d.pick_two(|i| if i == 0 { 10.0 } else { 1.0 }, |_| true),
+                Some(1)
+            );
         }
     }
 }

@@ -23,14 +23,14 @@ impl SmoothWrr {
         }
     }
 
-    /// The next target, or `None` when every weight is 0.
-    pub fn pick(&self, weights: &[u32]) -> Option<usize> {
+    /// The next available target, or `None` when none has weight above 0.
+    pub fn pick(&self, weights: &[u32], avail: impl Fn(usize) -> bool) -> Option<usize> {
         let slot = &self.scores[worker_index() % self.scores.len()];
         let mut scores = slot.lock().unwrap_or_else(|e| e.into_inner());
         let mut total = 0i64;
         let mut best: Option<usize> = None;
         for (i, &w) in weights.iter().enumerate() {
-            if w == 0 {
+            if w == 0 || !avail(i) {
                 continue;
             }
             scores[i] += i64::from(w);
@@ -52,7 +52,7 @@ mod tests {
     fn sequence(weights: &[u32], n: usize) -> Vec<usize> {
         let rr = SmoothWrr::new(weights, 1);
         (0..n)
-            .map(|_| rr.pick(weights).expect("a target"))
+            .map(|_| rr.pick(weights, |_| true).expect("a target"))
             .collect()
     }
 
@@ -63,6 +63,14 @@ mod tests {
         let s = sequence(&[3, 0, 1], 8);
         assert_eq!(s.iter().filter(|&&i| i == 0).count(), 6);
         assert!(!s.contains(&1), "weight 0 drains");
-        assert!(SmoothWrr::new(&[0, 0], 1).pick(&[0, 0]).is_none());
+        assert!(SmoothWrr::new(&[0, 0], 1).pick(&[0, 0], |_| true).is_none());
+        let rr = SmoothWrr::new(&[1, 1, 1], 1);
+        for _ in 0..6 {
+            assert_ne!(
+                rr.pick(&[1, 1, 1], |i| i != 1),
+                Some(1),
+                "unavailable targets are skipped"
+            );
+        }
     }
 }

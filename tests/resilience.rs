@@ -1,0 +1,250 @@
+//! Passive health, retries and the retry budget against real upstreams that
+//! fail, refuse connections or die under load.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+
+async fn answering(name: &'static str, status: u16) -> Upstream {
+    upstream_with(move |_req| async move {
+        let mut r = Response::new(Full::new(Bytes::from_static(name.as_bytes())));
+        *r.status_mut() = StatusCode::from_u16(status).expect("status");
+        r
+    })
+    .await
+}
+
+fn dead_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+fn config(targets: &[std::net::SocketAddr], upstream_extra: &str) -> String {
+    let list: Vec<String> = targets
+        .iter()
+        .map(|a| format!("{{ address: '{a}' }}"))
+        .collect();
+    format!(
+        "{}upstreams:\n  - name: pool\n    targets: [{}]\n{upstream_extra}routes:\n  - name: r\n    upstream: pool\n",
+        listeners(1),
+        list.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_target_is_ejected_after_its_failure_streak() {
+    let (a, b, bad) = (
+        answering("a", 200).await,
+        answering("b", 200).await,
+        answering("bad", 503).await,
+    );
+    let yaml = config(
+        &[a.addr, b.addr, bad.addr],
+        "    retries: { attempts: 0 }\n    passive_health: { consecutive_failures: 3, ejection: 30s, max_ejected_percent: 50 }\n",
+    );
+    let gw = start(&yaml);
+    let mut failures = 0;
+    for _ in 0..30 {
+        if get(addr(&gw, "main"), "/").await.status != 200 {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 3, "exactly the streak that ejected it");
+    assert_eq!(bad.requests.load(Ordering::SeqCst), 3);
+    // The ejection survives a reload that keeps the target.
+    apply(&gw, &yaml.replace("ejection: 30s", "ejection: 31s")).expect("applies");
+    for _ in 0..10 {
+        assert_eq!(get(addr(&gw, "main"), "/").await.status, 200);
+    }
+    assert_eq!(bad.requests.load(Ordering::SeqCst), 3);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ejection_cap_keeps_part_of_the_pool_in() {
+    let (x, y) = (answering("x", 503).await, answering("y", 503).await);
+    let yaml = config(&[x.addr, y.addr], "    retries: { attempts: 0 }\n    passive_health: { consecutive_failures: 2, max_ejected_percent: 50 }\n");
+    let gw = start(&yaml);
+    for _ in 0..20 {
+        // Never a 503 "no healthy upstream": at most one of two may be out.
+        let got = get(addr(&gw, "main"), "/").await;
+        assert!(got.body == "x" || got.body == "y", "{}", got.body);
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_are_retried_on_another_target_for_any_method() {
+    let good = answering("good", 200).await;
+    // Default retries: two extra attempts on connect failure.
+    let gw = start(&config(
+        &[dead_addr(), good.addr],
+        "    passive_health: { consecutive_failures: 0 }\n",
+    ));
+    for i in 0..20 {
+        let req = if i % 2 == 0 {
+            Request::get(format!("http://{}/", addr(&gw, "main"))).body(Full::default())
+        } else {
+            Request::post(format!("http://{}/", addr(&gw, "main")))
+                .body(Full::new(Bytes::from_static(b"payload")))
+        };
+        let got = send(req.expect("request")).await;
+        assert_eq!(
+            (got.status.as_u16(), got.body.as_str()),
+            (200, "good"),
+            "request {i}"
+        );
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_are_retried_only_for_replayable_requests() {
+    let (bad, good) = (answering("bad", 503).await, answering("good", 200).await);
+    let yaml = config(
+        &[bad.addr, good.addr],
+        "    retries: { attempts: 1, on: [connect_failure, 503] }\n    passive_health: { consecutive_failures: 0 }\n",
+    );
+    let gw = start(&yaml);
+    let a = addr(&gw, "main");
+    for _ in 0..10 {
+        assert_eq!(
+            get(a, "/").await.status,
+            200,
+            "GET is retried on the other target"
+        );
+    }
+    let post = || {
+        Request::post(format!("http://{a}/"))
+            .body(Full::new(Bytes::from_static(b"x")))
+            .expect("request")
+    };
+    let statuses: Vec<u16> = futures_like_join(10, || send(post()))
+        .await
+        .iter()
+        .map(|g| g.status.as_u16())
+        .collect();
+    assert!(
+        statuses.contains(&503),
+        "a POST is never replayed: {statuses:?}"
+    );
+    // The route can allow replaying body-less non-idempotent requests.
+    let allow = yaml.replace(
+        "    upstream: pool\n",
+        "    upstream: pool\n    retry_non_idempotent: true\n",
+    );
+    apply(&gw, &allow).expect("applies");
+    for _ in 0..10 {
+        let empty_post = Request::post(format!("http://{a}/"))
+            .body(Full::default())
+            .expect("request");
+        assert_eq!(send(empty_post).await.status, 200);
+    }
+    gw.shutdown().await;
+}
+
+/// Sends `n` requests one after another.
+async fn futures_like_join<F, Fut>(n: usize, f: F) -> Vec<Got>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Got>,
+{
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(f().await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_stops_retry_storms() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let mut ups = Vec::new();
+    for _ in 0..3 {
+        let hits = hits.clone();
+        ups.push(
+            upstream_with(move |_req| {
+                hits.fetch_add(1, Ordering::SeqCst);
+                async {
+                    let mut r = Response::new(Full::new(Bytes::from_static(b"down")));
+                    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    r
+                }
+            })
+            .await,
+        );
+    }
+    let yaml = config(
+        &[ups[0].addr, ups[1].addr, ups[2].addr],
+        "    retries: { attempts: 2, on: [503], budget_percent: 20, backoff: 1ms, max_backoff: 2ms }\n    passive_health: { consecutive_failures: 0 }\n",
+    );
+    let gw = start(&yaml);
+    for _ in 0..200 {
+        assert_eq!(get(addr(&gw, "main"), "/").await.status, 503);
+    }
+    let total = hits.load(Ordering::SeqCst);
+    // 200 requests; without a budget up to 600 upstream hits. With it: 200
+    // plus the reserve (10) plus 20% (40).
+    assert!((200..=255).contains(&total), "{total} upstream hits");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_target_under_load_loses_no_retryable_request() {
+    let ups = [
+        answering("a", 200).await,
+        answering("b", 200).await,
+        answering("c", 200).await,
+    ];
+    let yaml = config(
+        &[ups[0].addr, ups[1].addr, ups[2].addr],
+        "    load_balancing: least_requests\n    retries: { attempts: 2, on: [connect_failure, error] }\n",
+    );
+    let gw = Arc::new(start(&yaml));
+    let a = addr(&gw, "main");
+    let failed = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (failed, done) = (failed.clone(), done.clone());
+        clients.push(tokio::spawn(async move {
+            let c = client();
+            for _ in 0..300 {
+                let req = Request::get(format!("http://{a}/"))
+                    .body(Full::default())
+                    .expect("request");
+                match c.request(req).await {
+                    Ok(r) if r.status() == 200 => {}
+                    _ => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    while done.load(Ordering::SeqCst) < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before_kill = ups[1].requests.load(Ordering::SeqCst);
+    ups[1].kill();
+    for c in clients {
+        c.await.expect("client");
+    }
+    let failed = failed.load(Ordering::SeqCst);
+    let after = ups[1].requests.load(Ordering::SeqCst);
+    eprintln!("killed 1 of 3 targets under load after {before_kill} of its requests: {failed} of 1200 requests failed");
+    assert!(before_kill > 20, "the target took load before it died");
+    assert!(after - before_kill <= 1, "nothing reaches a dead target");
+    assert_eq!(failed, 0);
+    gw.shutdown().await;
+}
