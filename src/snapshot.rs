@@ -15,6 +15,7 @@ use crate::config::validate::{parse_cidr, parse_target};
 use crate::config::{self, ConfigError, Document, HostHeader, LoadedConfig, TimeoutsDoc};
 use crate::proxy::template::Template;
 use crate::routing::{Conditions, HostPattern, PathPattern, RouteSpec, Router, ValueTest};
+use crate::upstream::limits::Limiter;
 use crate::upstream::retry::{RetryBudget, RetryPolicy};
 use crate::upstream::{
     Balancer, EjectionPolicy, PassiveHealth, PoolKey, Target, Timeouts, Upstream, UpstreamRegistry,
@@ -115,6 +116,8 @@ pub struct ProxyAction {
     pub timeouts: Timeouts,
     /// Retries may replay non-idempotent (body-less) requests on this route.
     pub retry_non_idempotent: bool,
+    /// Most requests in flight on this route, when limited.
+    pub limit: Option<Limiter>,
 }
 
 /// A fixed response.
@@ -277,6 +280,12 @@ pub fn compile(
                     RetryPolicy::new(&u.retries),
                     RetryBudget::new(u.retries.budget_percent),
                 ),
+                (u.max_in_flight > 0).then(|| {
+                    Limiter::new(
+                        u.max_in_flight,
+                        pools.counter(&format!("upstream:{}", u.name)),
+                    )
+                }),
                 timeouts,
             )),
             key,
@@ -328,6 +337,9 @@ pub fn compile(
                 host_header: r.host_header,
                 timeouts,
                 retry_non_idempotent: r.retry_non_idempotent,
+                limit: (r.max_in_flight > 0).then(|| {
+                    Limiter::new(r.max_in_flight, pools.counter(&format!("route:{}", r.name)))
+                }),
             })
         } else if let Some(resp) = &r.respond {
             let body_text = match (&resp.body, &resp.json) {

@@ -114,6 +114,9 @@ pub struct UpstreamDoc {
     /// Retrying failed requests on another target.
     #[serde(default)]
     pub retries: RetriesDoc,
+    /// Most requests in flight to this upstream (all routes together); more get 503. 0: no limit.
+    #[serde(default)]
+    pub max_in_flight: u32,
     /// Idle keep-alive connections kept per target, per worker thread (each
     /// worker keeps its own pool, as nginx workers do).
     #[serde(default = "defaults::max_idle_per_target")]
@@ -350,6 +353,9 @@ pub struct RouteDoc {
     pub timeouts: TimeoutsDoc,
     /// Overrides the listener's request body limit for this route.
     pub max_body_size: Option<ByteSize>,
+    /// Most requests in flight on this route; more get 503. 0: no limit.
+    #[serde(default)]
+    pub max_in_flight: u32,
     /// Allow retries of non-idempotent methods (POST, PATCH) on this route;
     /// only body-less requests are ever replayed.
     #[serde(default)]

@@ -41,7 +41,7 @@ pin_project_lite::pin_project! {
         /// target counts the request in flight until this body is dropped.
         Upstream {
             #[pin] body: GuardedBody<crate::upstream::pool::PooledBody>,
-            load: Option<crate::upstream::stats::InFlight>,
+            held: Option<crate::upstream::limits::Held>,
         },
     }
 }

@@ -20,9 +20,9 @@ use crate::config::HostHeader;
 use crate::routing::PathPattern;
 use crate::snapshot::{Listener, ProxyAction, Snapshot};
 use crate::upstream::balancer::consistent_hash::KeySource;
+use crate::upstream::limits::{Held, Permit};
 use crate::upstream::pool::{copy_head, PooledBody, SendError, UpstreamError};
 use crate::upstream::stats::now_ns;
-use crate::upstream::stats::InFlight;
 
 static VIA: HeaderValue = HeaderValue::from_static("1.1 portcullis");
 
@@ -190,8 +190,24 @@ pub async fn forward(
         retry_replayable: body_less && (idempotent || a.retry_non_idempotent),
         deadline: a.timeouts.total.map(|d| started + d),
     };
+    let full = |what: &str| {
+        GatewayError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "concurrency_limit",
+            format!("too many requests in flight to this {what}; retry shortly"),
+        )
+    };
+    let route_permit = match &a.limit {
+        Some(l) => Some(l.try_acquire().ok_or_else(|| full("route"))?),
+        None => None,
+    };
+    let upstream_permit = match &a.upstream.limit {
+        Some(l) => Some(l.try_acquire().ok_or_else(|| full("service"))?),
+        None => None,
+    };
+    let permits = (upstream_permit, route_permit);
     a.upstream.budget.deposit();
-    let exchange = call.attempts(Request::from_parts(parts, body));
+    let exchange = call.attempts(Request::from_parts(parts, body), permits);
     match call.deadline {
         Some(d) => tokio::time::timeout_at(d, exchange)
             .await
@@ -217,6 +233,7 @@ impl Call<'_> {
     async fn attempts(
         &self,
         mut req: Request<ProxyBody>,
+        permits: (Option<Permit>, Option<Permit>),
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let up = &self.a.upstream;
         let policy = &up.retry;
@@ -286,7 +303,14 @@ impl Call<'_> {
                             ));
                             c
                         }
-                        _ => return Ok(finish(resp, load, self.a.timeouts.read, self.deadline)),
+                        _ => {
+                            let held = Held {
+                                target: load,
+                                upstream: permits.0,
+                                route: permits.1,
+                            };
+                            return Ok(finish(resp, held, self.a.timeouts.read, self.deadline));
+                        }
                     }
                 }
                 Ok(Err(SendError { error, unsent })) => {
@@ -342,7 +366,7 @@ fn client_caused(e: &UpstreamError) -> bool {
 /// target's in-flight count held until the body ends.
 fn finish(
     resp: Response<PooledBody>,
-    load: InFlight,
+    held: Held,
     read: Duration,
     deadline: Option<Instant>,
 ) -> Response<ResponseBody> {
@@ -353,7 +377,7 @@ fn finish(
         parts,
         ResponseBody::Upstream {
             body,
-            load: Some(load),
+            held: Some(held),
         },
     )
 }

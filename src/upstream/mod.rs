@@ -6,6 +6,7 @@
 //! reload that leaves an upstream unchanged keeps its warm keep-alive pool.
 
 pub mod balancer;
+pub mod limits;
 pub mod pool;
 pub mod retry;
 pub mod stats;
@@ -83,6 +84,8 @@ pub struct Upstream {
     pub retry: retry::RetryPolicy,
     /// How much retrying traffic allows.
     pub budget: retry::RetryBudget,
+    /// Most requests in flight to this upstream, when limited.
+    pub limit: Option<limits::Limiter>,
     /// The upstream's own timeouts (defaults filled in).
     pub timeouts: Timeouts,
 }
@@ -96,6 +99,7 @@ impl Upstream {
         balancer: Balancer,
         health: PassiveHealth,
         retry: (retry::RetryPolicy, retry::RetryBudget),
+        limit: Option<limits::Limiter>,
         timeouts: Timeouts,
     ) -> Upstream {
         Upstream {
@@ -107,6 +111,7 @@ impl Upstream {
             health,
             retry: retry.0,
             budget: retry.1,
+            limit,
             timeouts,
         }
     }

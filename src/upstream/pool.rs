@@ -332,9 +332,23 @@ impl Drop for PooledBody {
 pub struct UpstreamRegistry {
     pools: Mutex<HashMap<PoolKey, Weak<Pool>>>,
     stats: Mutex<HashMap<(String, String), Weak<super::TargetStats>>>,
+    counters: Mutex<HashMap<String, Weak<std::sync::atomic::AtomicU32>>>,
 }
 
 impl UpstreamRegistry {
+    /// The in-flight counter named `key` (like `upstream:users`), shared by
+    /// every snapshot that limits it. Runs only when a snapshot is compiled.
+    pub fn counter(&self, key: &str) -> Arc<std::sync::atomic::AtomicU32> {
+        let mut map = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        if let Some(c) = map.get(key).and_then(Weak::upgrade) {
+            return c;
+        }
+        let c: Arc<std::sync::atomic::AtomicU32> = Arc::default();
+        map.insert(key.to_string(), Arc::downgrade(&c));
+        c
+    }
+
     /// The live stats of `address` in `upstream`, or fresh ones. Runs only
     /// when a snapshot is compiled.
     pub fn stats(&self, upstream: &str, address: &str) -> Arc<super::TargetStats> {
