@@ -18,7 +18,8 @@ use crate::routing::{Conditions, HostPattern, PathPattern, RouteSpec, Router, Va
 use crate::upstream::limits::Limiter;
 use crate::upstream::retry::{RetryBudget, RetryPolicy};
 use crate::upstream::{
-    Balancer, EjectionPolicy, PassiveHealth, PoolKey, Target, Timeouts, Upstream, UpstreamRegistry,
+    Balancer, EjectionPolicy, Guards, PassiveHealth, PoolKey, Target, Timeouts, Upstream,
+    UpstreamRegistry,
 };
 
 /// Process-wide settings of a snapshot.
@@ -275,17 +276,17 @@ pub fn compile(
                 targets,
                 stats,
                 balancer,
-                health,
-                (
-                    RetryPolicy::new(&u.retries),
-                    RetryBudget::new(u.retries.budget_percent),
-                ),
-                (u.max_in_flight > 0).then(|| {
-                    Limiter::new(
-                        u.max_in_flight,
-                        pools.counter(&format!("upstream:{}", u.name)),
-                    )
-                }),
+                Guards {
+                    health,
+                    retry: RetryPolicy::new(&u.retries),
+                    budget: RetryBudget::new(u.retries.budget_percent),
+                    limit: (u.max_in_flight > 0).then(|| {
+                        Limiter::new(
+                            u.max_in_flight,
+                            pools.counter(&format!("upstream:{}", u.name)),
+                        )
+                    }),
+                },
                 timeouts,
             )),
             key,

@@ -264,7 +264,9 @@ async fn concurrency_limits_answer_503_and_release_their_permits() {
     let gw = start(&yaml);
     let a = addr(&gw, "main");
     let burst = |path: &'static str, n: usize| async move {
-        let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(async move { get(a, path).await })).collect();
+        let tasks: Vec<_> = (0..n)
+            .map(|_| tokio::spawn(async move { get(a, path).await }))
+            .collect();
         let mut out = Vec::new();
         for t in tasks {
             out.push(t.await.expect("task"));
@@ -275,21 +277,42 @@ async fn concurrency_limits_answer_503_and_release_their_permits() {
     let got = burst("/narrow", 5).await;
     let ok = got.iter().filter(|g| g.status == 200).count();
     let limited: Vec<_> = got.iter().filter(|g| g.status == 503).collect();
-    assert_eq!((ok, limited.len()), (2, 3), "{:?}", got.iter().map(|g| g.status).collect::<Vec<_>>());
+    assert_eq!(
+        (ok, limited.len()),
+        (2, 3),
+        "{:?}",
+        got.iter().map(|g| g.status).collect::<Vec<_>>()
+    );
     assert_eq!(limited[0].code(), "concurrency_limit");
     // Permits were released: the next burst is admitted the same way.
-    assert_eq!(burst("/narrow", 2).await.iter().filter(|g| g.status == 200).count(), 2);
+    assert_eq!(
+        burst("/narrow", 2)
+            .await
+            .iter()
+            .filter(|g| g.status == 200)
+            .count(),
+        2
+    );
     // The upstream allows 3 across all its routes.
     let (n, w) = tokio::join!(burst("/narrow", 2), burst("/wide", 3));
     let ok = n.iter().chain(w.iter()).filter(|g| g.status == 200).count();
     assert_eq!(ok, 3);
     // A client that gives up releases its permit too.
     let c = client();
-    let req = Request::get(format!("http://{a}/narrow")).body(Full::default()).expect("request");
+    let req = Request::get(format!("http://{a}/narrow"))
+        .body(Full::default())
+        .expect("request");
     let abandoned = tokio::spawn(async move { c.request(req).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     abandoned.abort();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(burst("/narrow", 2).await.iter().filter(|g| g.status == 200).count(), 2);
+    assert_eq!(
+        burst("/narrow", 2)
+            .await
+            .iter()
+            .filter(|g| g.status == 200)
+            .count(),
+        2
+    );
     gw.shutdown().await;
 }

@@ -65,6 +65,20 @@ pub struct PassiveHealth {
     pub failure_statuses: Vec<http::StatusCode>,
 }
 
+/// What protects an upstream and its clients from each other: passive
+/// health, retries and their budget, and the concurrency limit.
+#[derive(Debug)]
+pub struct Guards {
+    /// Outlier detection.
+    pub health: PassiveHealth,
+    /// When to retry.
+    pub retry: retry::RetryPolicy,
+    /// How much retrying traffic allows.
+    pub budget: retry::RetryBudget,
+    /// Most requests in flight, when limited.
+    pub limit: Option<limits::Limiter>,
+}
+
 /// A compiled upstream.
 #[derive(Debug)]
 pub struct Upstream {
@@ -97,9 +111,7 @@ impl Upstream {
         targets: Vec<Target>,
         stats: Vec<Arc<TargetStats>>,
         balancer: Balancer,
-        health: PassiveHealth,
-        retry: (retry::RetryPolicy, retry::RetryBudget),
-        limit: Option<limits::Limiter>,
+        guard: Guards,
         timeouts: Timeouts,
     ) -> Upstream {
         Upstream {
@@ -108,10 +120,10 @@ impl Upstream {
             targets,
             stats,
             balancer,
-            health,
-            retry: retry.0,
-            budget: retry.1,
-            limit,
+            health: guard.health,
+            retry: guard.retry,
+            budget: guard.budget,
+            limit: guard.limit,
             timeouts,
         }
     }
