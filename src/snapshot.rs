@@ -15,6 +15,7 @@ use crate::config::validate::{parse_cidr, parse_target};
 use crate::config::{self, ConfigError, Document, HostHeader, LoadedConfig, TimeoutsDoc};
 use crate::proxy::template::Template;
 use crate::routing::{Conditions, HostPattern, PathPattern, RouteSpec, Router, ValueTest};
+use crate::upstream::balancer::p2c::WeightedDraw;
 use crate::upstream::limits::Limiter;
 use crate::upstream::retry::{RetryBudget, RetryPolicy};
 use crate::upstream::{
@@ -96,10 +97,59 @@ pub struct Listener {
 pub enum Action {
     /// Proxy to an upstream.
     Proxy(ProxyAction),
+    /// Proxy to one of several upstreams.
+    Split(SplitAction),
     /// Answer with a fixed response.
     Respond(RespondAction),
     /// Answer with a redirect.
     Redirect(RedirectAction),
+}
+
+/// A traffic split between upstreams.
+#[derive(Debug)]
+pub struct SplitAction {
+    /// Upstream names with the proxy action to each, in config order.
+    pub choices: Vec<(String, ProxyAction)>,
+    /// The weighted draw over `choices`.
+    pub draw: WeightedDraw,
+    /// A header whose value names a choice.
+    pub header: Option<HeaderName>,
+    /// A cookie whose value names a choice.
+    pub cookie: Option<String>,
+    /// Set `cookie` to a choice made by weight.
+    pub sticky: bool,
+}
+
+impl SplitAction {
+    /// Picks a choice for a request: the one its header or cookie names,
+    /// else one by weight. The flag is true when the pick was by weight (so
+    /// a sticky split should set its cookie).
+    pub fn choose(&self, headers: &http::HeaderMap) -> Option<(usize, bool)> {
+        let named = |v: &str| self.choices.iter().position(|(n, _)| n == v);
+        if let Some(i) = self
+            .header
+            .as_ref()
+            .and_then(|h| headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .and_then(named)
+        {
+            return Some((i, false));
+        }
+        if let Some(name) = &self.cookie {
+            let pinned = headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| named(v));
+            if let Some(i) = pinned {
+                return Some((i, false));
+            }
+        }
+        self.draw.draw_one().map(|i| (i, true))
+    }
 }
 
 /// Proxying options of a route.
@@ -318,29 +368,56 @@ pub fn compile(
                 Conditions::default()
             }
         };
-        let action = if let Some(name) = &r.upstream {
-            let Some((up, key)) = upstreams.iter().find(|(u, _)| &*u.name == name) else {
-                err(
-                    format!("{p}.upstream"),
-                    format!("unknown upstream `{name}`"),
-                );
-                continue;
-            };
+        let route_limit = (r.max_in_flight > 0)
+            .then(|| Limiter::new(r.max_in_flight, pools.counter(&format!("route:{}", r.name))));
+        // A proxy action to the upstream `name`, with this route's settings.
+        let proxy_to = |name: &str| -> Option<ProxyAction> {
+            let (up, key) = upstreams.iter().find(|(u, _)| &*u.name == name)?;
             let timeouts = resolve(&r.timeouts, up.timeouts);
             let key = PoolKey {
                 connect_timeout: timeouts.connect,
                 ..key.clone()
             };
-            Action::Proxy(ProxyAction {
+            Some(ProxyAction {
                 upstream: up.clone(),
                 pool: pools.get(key, workers),
                 strip_prefix: r.strip_prefix,
                 host_header: r.host_header,
                 timeouts,
                 retry_non_idempotent: r.retry_non_idempotent,
-                limit: (r.max_in_flight > 0).then(|| {
-                    Limiter::new(r.max_in_flight, pools.counter(&format!("route:{}", r.name)))
-                }),
+                limit: route_limit.clone(),
+            })
+        };
+        let action = if let Some(name) = &r.upstream {
+            let Some(a) = proxy_to(name) else {
+                err(
+                    format!("{p}.upstream"),
+                    format!("unknown upstream `{name}`"),
+                );
+                continue;
+            };
+            Action::Proxy(a)
+        } else if let Some(split) = &r.split {
+            let mut choices = Vec::new();
+            for (j, s) in split.upstreams.iter().enumerate() {
+                match proxy_to(&s.upstream) {
+                    Some(a) => choices.push((s.upstream.clone(), a)),
+                    None => err(
+                        format!("{p}.split.upstreams[{j}].upstream"),
+                        format!("unknown upstream `{}`", s.upstream),
+                    ),
+                }
+            }
+            let weights: Vec<u32> = split.upstreams.iter().map(|s| s.weight).collect();
+            Action::Split(SplitAction {
+                draw: WeightedDraw::new(&weights),
+                choices,
+                header: split
+                    .header
+                    .as_deref()
+                    .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+                cookie: split.cookie.clone(),
+                sticky: split.sticky,
             })
         } else if let Some(resp) = &r.respond {
             let body_text = match (&resp.body, &resp.json) {

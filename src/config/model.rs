@@ -338,6 +338,8 @@ pub struct RouteDoc {
     pub matcher: MatchDoc,
     /// Proxy to this upstream.
     pub upstream: Option<String>,
+    /// Split traffic between several upstreams (canary, blue-green).
+    pub split: Option<SplitDoc>,
     /// Answer with a fixed response (a mock API).
     pub respond: Option<RespondDoc>,
     /// Answer with a redirect.
@@ -363,6 +365,32 @@ pub struct RouteDoc {
     /// Plugins applied to this route.
     #[serde(default)]
     pub plugins: Vec<PluginDoc>,
+}
+
+/// A traffic split: each request goes to one of several upstreams, by
+/// weight, unless a header or cookie names one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitDoc {
+    /// The upstreams and their shares.
+    pub upstreams: Vec<SplitTargetDoc>,
+    /// A request header whose value, when it names one of the upstreams, picks it (beta users, tests).
+    pub header: Option<String>,
+    /// A cookie whose value, when it names one of the upstreams, picks it.
+    pub cookie: Option<String>,
+    /// Set `cookie` to the upstream chosen by weight, so a client stays on its side of the split.
+    #[serde(default)]
+    pub sticky: bool,
+}
+
+/// One side of a split.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitTargetDoc {
+    /// Upstream name.
+    pub upstream: String,
+    /// Share of traffic relative to the others (0 sends none by weight; a header or cookie can still pick it).
+    pub weight: u32,
 }
 
 /// Host header policy toward the upstream.

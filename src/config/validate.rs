@@ -312,18 +312,19 @@ fn check_routes(c: &mut Checker, doc: &Document) {
         let p = format!("routes[{i}]");
         let actions = [
             r.upstream.is_some(),
+            r.split.is_some(),
             r.respond.is_some(),
             r.redirect.is_some(),
         ];
         match actions.iter().filter(|a| **a).count() {
             0 => c.err(
                 &p,
-                "a route needs one action: `upstream`, `respond` or `redirect`",
+                "a route needs one action: `upstream`, `split`, `respond` or `redirect`",
             ),
             1 => {}
             _ => c.err(
                 &p,
-                "a route takes only one of `upstream`, `respond` and `redirect`",
+                "a route takes only one of `upstream`, `split`, `respond` and `redirect`",
             ),
         }
         if let Some(u) = &r.upstream {
@@ -333,11 +334,14 @@ fn check_routes(c: &mut Checker, doc: &Document) {
                     format!("unknown upstream `{u}`; define it under `upstreams`"),
                 );
             }
-        } else if r.strip_prefix {
+        } else if r.strip_prefix && r.split.is_none() {
             c.err(
                 &format!("{p}.strip_prefix"),
-                "`strip_prefix` only applies to routes with an `upstream`",
+                "`strip_prefix` only applies to routes that proxy (`upstream` or `split`)",
             );
+        }
+        if let Some(split) = &r.split {
+            check_split(c, &p, split, &upstreams);
         }
         for (j, l) in r.listeners.iter().enumerate() {
             if !listeners.contains(l.as_str()) {
@@ -399,20 +403,23 @@ fn check_routes(c: &mut Checker, doc: &Document) {
             }
         }
         // A hash on a path capture must name one this route's paths capture.
-        let hashed = r
-            .upstream
-            .as_ref()
-            .and_then(|n| doc.upstreams.iter().find(|u| &u.name == n));
-        if let Some(LoadBalancing::ConsistentHash(h)) = hashed.map(|u| &u.load_balancing) {
-            if let Ok(HashKey::Capture(name)) = HashKey::parse(&h.key) {
-                if !captures.contains(&name) {
-                    c.err(
-                        &format!("{p}.upstream"),
-                        format!(
-                            "upstream `{}` hashes on the capture `{name}`, but this route's paths capture no `{name}`",
-                            r.upstream.as_deref().unwrap_or("")
-                        ),
-                    );
+        let used = r.upstream.iter().map(String::as_str).chain(
+            r.split
+                .iter()
+                .flat_map(|s| s.upstreams.iter().map(|t| t.upstream.as_str())),
+        );
+        for name in used {
+            let Some(u) = doc.upstreams.iter().find(|u| u.name == name) else {
+                continue;
+            };
+            if let LoadBalancing::ConsistentHash(h) = &u.load_balancing {
+                if let Ok(HashKey::Capture(cap)) = HashKey::parse(&h.key) {
+                    if !captures.contains(&cap) {
+                        c.err(
+                            &format!("{p}.{}", if r.upstream.is_some() { "upstream" } else { "split" }),
+                            format!("upstream `{name}` hashes on the capture `{cap}`, but this route's paths capture no `{cap}`"),
+                        );
+                    }
                 }
             }
         }
@@ -442,6 +449,58 @@ fn check_routes(c: &mut Checker, doc: &Document) {
                 c.err(path, msg)
             });
         }
+    }
+}
+
+fn check_split(c: &mut Checker, p: &str, split: &SplitDoc, upstreams: &HashSet<&str>) {
+    if split.upstreams.is_empty() {
+        c.err(
+            &format!("{p}.split.upstreams"),
+            "a split needs at least one upstream",
+        );
+    } else if split.upstreams.iter().all(|s| s.weight == 0) {
+        c.err(
+            &format!("{p}.split.upstreams"),
+            "every side of the split has weight 0; give at least one a weight",
+        );
+    }
+    let mut seen = HashSet::new();
+    for (j, s) in split.upstreams.iter().enumerate() {
+        let sp = format!("{p}.split.upstreams[{j}]");
+        if !upstreams.contains(s.upstream.as_str()) {
+            c.err(
+                &format!("{sp}.upstream"),
+                format!(
+                    "unknown upstream `{}`; define it under `upstreams`",
+                    s.upstream
+                ),
+            );
+        } else if !seen.insert(s.upstream.as_str()) {
+            c.err(
+                &format!("{sp}.upstream"),
+                format!("`{}` appears twice in the split", s.upstream),
+            );
+        }
+        if s.weight > 10_000 {
+            c.err(
+                &format!("{sp}.weight"),
+                "weight must be between 0 and 10000",
+            );
+        }
+    }
+    if let Some(h) = &split.header {
+        if HeaderName::from_bytes(h.as_bytes()).is_err() {
+            c.err(
+                &format!("{p}.split.header"),
+                format!("`{h}` is not a valid header name"),
+            );
+        }
+    }
+    if split.sticky && split.cookie.is_none() {
+        c.err(
+            &format!("{p}.split.sticky"),
+            "`sticky` needs `cookie`: the cookie that remembers the choice",
+        );
     }
 }
 

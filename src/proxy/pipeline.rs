@@ -259,45 +259,67 @@ async fn route_and_act(
         .closing());
     }
     let pattern = m.path.map(|i| &route.paths[i as usize]);
-    match &route.action {
-        Action::Respond(a) => Ok(actions::respond(a, pattern, &path)),
-        Action::Redirect(a) => Ok(actions::redirect(a, pattern, &path, req.uri().query())),
-        Action::Proxy(a) => {
-            let strip = if a.strip_prefix {
-                pattern
-                    .and_then(|p| p.captures(&path))
-                    .map_or(0, |(_, n)| n)
-            } else {
-                0
-            };
-            // Only a hash on a path capture needs the path after the request moves on.
-            let capture_path = match a.upstream.balancer.hash_key() {
-                Some(HashKey::Capture(_)) => Some(path.to_string()),
+    let (a, set_cookie) = match &route.action {
+        Action::Respond(a) => return Ok(actions::respond(a, pattern, &path)),
+        Action::Redirect(a) => return Ok(actions::redirect(a, pattern, &path, req.uri().query())),
+        Action::Proxy(a) => (a, None),
+        Action::Split(s) => {
+            let (i, by_weight) = s.choose(req.headers()).ok_or_else(|| {
+                GatewayError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_healthy_upstream",
+                    "no upstream takes traffic here",
+                )
+            })?;
+            let (name, a) = &s.choices[i];
+            // A sticky split remembers a choice made by weight in its cookie.
+            let cookie = match (&s.cookie, s.sticky && by_weight) {
+                (Some(c), true) => {
+                    HeaderValue::from_str(&format!("{c}={name}; Path=/; HttpOnly; SameSite=Lax"))
+                        .ok()
+                }
                 _ => None,
             };
-            // `None`: the client's path goes up unchanged (no copy needed).
-            let upstream_path = match (&path, strip) {
-                (Cow::Borrowed(_), 0) => None,
-                _ => Some(match &path[strip..] {
-                    p if p.starts_with('/') => p.to_string(),
-                    // A regex may end mid-segment; keep the path absolute.
-                    p => format!("/{p}"),
-                }),
-            };
-            forward::forward(
-                req,
-                forward::Forward {
-                    action: a,
-                    listener,
-                    conn,
-                    snap,
-                    rid,
-                    path: upstream_path.as_deref(),
-                    body_limit: limit,
-                    matched: (pattern, capture_path.as_deref().unwrap_or("")),
-                },
-            )
-            .await
+            (a, cookie)
         }
+    };
+    let strip = if a.strip_prefix {
+        pattern
+            .and_then(|p| p.captures(&path))
+            .map_or(0, |(_, n)| n)
+    } else {
+        0
+    };
+    // Only a hash on a path capture needs the path after the request moves on.
+    let capture_path = match a.upstream.balancer.hash_key() {
+        Some(HashKey::Capture(_)) => Some(path.to_string()),
+        _ => None,
+    };
+    // `None`: the client's path goes up unchanged (no copy needed).
+    let upstream_path = match (&path, strip) {
+        (Cow::Borrowed(_), 0) => None,
+        _ => Some(match &path[strip..] {
+            p if p.starts_with('/') => p.to_string(),
+            // A regex may end mid-segment; keep the path absolute.
+            p => format!("/{p}"),
+        }),
+    };
+    let mut resp = forward::forward(
+        req,
+        forward::Forward {
+            action: a,
+            listener,
+            conn,
+            snap,
+            rid,
+            path: upstream_path.as_deref(),
+            body_limit: limit,
+            matched: (pattern, capture_path.as_deref().unwrap_or("")),
+        },
+    )
+    .await?;
+    if let Some(c) = set_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
     }
+    Ok(resp)
 }

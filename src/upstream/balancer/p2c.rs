@@ -31,6 +31,11 @@ impl WeightedDraw {
         }
     }
 
+    /// One weighted random target, or `None` when every weight is 0.
+    pub fn draw_one(&self) -> Option<usize> {
+        (self.eligible > 0).then(|| self.draw())
+    }
+
     fn draw(&self) -> usize {
         let total = self.cumulative.last().copied().unwrap_or(0);
         let r = random_u64() % total;
