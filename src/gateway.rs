@@ -18,6 +18,7 @@ use crate::config::{self, ConfigErrors, LoadedConfig};
 use crate::proxy::Shared;
 use crate::server::{worker_count, BoundListener, ConnTracker, Workers};
 use crate::snapshot::{compile, ListenerKey, Snapshot};
+use crate::upstream::health::{self, HealthCheck};
 use crate::upstream::UpstreamRegistry;
 
 /// Where the configuration comes from.
@@ -66,6 +67,8 @@ struct Control {
     revision: u64,
     pools: UpstreamRegistry,
     workers: Workers,
+    /// Running health probes, by upstream, target and check settings.
+    probes: HashMap<(String, String, HealthCheck), tokio::task::AbortHandle>,
 }
 
 /// A running gateway. Dropping it stops the workers without draining; call
@@ -93,6 +96,7 @@ impl Gateway {
             revision: 1,
             pools,
             workers,
+            probes: HashMap::new(),
         };
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
@@ -194,6 +198,45 @@ impl Gateway {
     }
 }
 
+/// Starts a health probe for every (upstream, target, check) of `snap` that
+/// has none, and stops the probes `snap` no longer needs. Probes run on the
+/// workers' event loops, spread round robin; their verdicts live in the
+/// targets' stats, so restarting a probe keeps its target's state.
+fn sync_probes(c: &mut Control, snap: &Snapshot) {
+    let mut wanted = HashMap::new();
+    for u in &snap.upstreams {
+        let Some(check) = &u.check else { continue };
+        for (t, stats) in u.targets.iter().zip(&u.stats) {
+            let key = (u.name.to_string(), t.address.to_string(), (**check).clone());
+            wanted.insert(
+                key,
+                (
+                    check.clone(),
+                    u.name.clone(),
+                    t.address.clone(),
+                    stats.clone(),
+                ),
+            );
+        }
+    }
+    c.probes.retain(|key, task| {
+        let keep = wanted.contains_key(key);
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    let handles = c.workers.handles();
+    for (key, (check, upstream, address, stats)) in wanted {
+        if c.probes.contains_key(&key) {
+            continue;
+        }
+        let handle = &handles[c.probes.len() % handles.len()];
+        let task = handle.spawn(health::run(check, upstream, address, stats));
+        c.probes.insert(key, task.abort_handle());
+    }
+}
+
 /// Binds the listener addresses of `snap` that are not bound yet.
 fn bind_new(c: &Control, snap: &Snapshot) -> Result<Vec<(ListenerKey, BoundListener)>, ApplyError> {
     let mut fresh = Vec::new();
@@ -225,6 +268,7 @@ fn install(
         tracing::info!(address = %bound.local, "listening");
         c.listeners.insert(key, bound);
     }
+    sync_probes(c, snap);
     c.listeners.retain(|key, bound| {
         let keep = snap.listener(*key).is_some();
         if !keep {

@@ -16,6 +16,7 @@ use crate::config::{self, ConfigError, Document, HostHeader, LoadedConfig, Timeo
 use crate::proxy::template::Template;
 use crate::routing::{Conditions, HostPattern, PathPattern, RouteSpec, Router, ValueTest};
 use crate::upstream::balancer::p2c::WeightedDraw;
+use crate::upstream::health::HealthCheck;
 use crate::upstream::limits::Limiter;
 use crate::upstream::retry::{RetryBudget, RetryPolicy};
 use crate::upstream::{
@@ -221,6 +222,8 @@ pub struct Snapshot {
     pub listeners: Vec<Listener>,
     /// Routes, in config order; routers refer to them by index.
     pub routes: Vec<Route>,
+    /// Upstreams, in config order.
+    pub upstreams: Vec<Arc<Upstream>>,
 }
 
 impl Snapshot {
@@ -336,6 +339,11 @@ pub fn compile(
                             pools.counter(&format!("upstream:{}", u.name)),
                         )
                     }),
+                    check: u
+                        .health_check
+                        .as_ref()
+                        .and_then(|h| HealthCheck::new(h).ok())
+                        .map(Arc::new),
                 },
                 timeouts,
             )),
@@ -529,6 +537,7 @@ pub fn compile(
         settings,
         listeners,
         routes,
+        upstreams: upstreams.into_iter().map(|(u, _)| u).collect(),
     })
 }
 

@@ -117,6 +117,8 @@ pub struct UpstreamDoc {
     /// Most requests in flight to this upstream (all routes together); more get 503. 0: no limit.
     #[serde(default)]
     pub max_in_flight: u32,
+    /// Active health checking: an HTTP probe to every target on an interval.
+    pub health_check: Option<HealthCheckDoc>,
     /// Idle keep-alive connections kept per target, per worker thread (each
     /// worker keeps its own pool, as nginx workers do).
     #[serde(default = "defaults::max_idle_per_target")]
@@ -225,6 +227,36 @@ impl Default for PassiveHealthDoc {
             failure_statuses: vec![502, 503, 504],
         }
     }
+}
+
+/// An active HTTP health check, sent to every target of the upstream.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckDoc {
+    /// Path to request, like `/healthz`.
+    pub path: String,
+    /// Method of the probe (default GET).
+    #[serde(default = "defaults::probe_method")]
+    pub method: String,
+    /// `Host` header of the probe (default: the target's `host:port`).
+    pub host: Option<String>,
+    /// Statuses that mean healthy (default: any 2xx or 3xx).
+    #[serde(default)]
+    pub statuses: Vec<u16>,
+    /// Text the response body must contain (its first 64KiB are read).
+    pub body_contains: Option<String>,
+    /// Time between probes of one target.
+    #[serde(default = "defaults::probe_interval")]
+    pub interval: HumanDuration,
+    /// Time a probe may take; must be shorter than `interval`.
+    #[serde(default = "defaults::probe_timeout")]
+    pub timeout: HumanDuration,
+    /// Successes in a row that bring a down target back.
+    #[serde(default = "defaults::two")]
+    pub healthy_threshold: u32,
+    /// Failures in a row that take a target down.
+    #[serde(default = "defaults::three")]
+    pub unhealthy_threshold: u32,
 }
 
 /// Retries of failed requests, always on a different target.
@@ -527,6 +559,21 @@ mod defaults {
     }
     pub fn pool_idle_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(60))
+    }
+    pub fn probe_method() -> String {
+        "GET".into()
+    }
+    pub fn probe_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+    pub fn probe_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(2))
+    }
+    pub fn two() -> u32 {
+        2
+    }
+    pub fn three() -> u32 {
+        3
     }
     pub fn weight() -> u32 {
         1

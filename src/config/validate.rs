@@ -245,7 +245,58 @@ fn check_upstreams(c: &mut Checker, upstreams: &[UpstreamDoc]) {
     }
 }
 
+fn check_health_check(c: &mut Checker, p: &str, hc: &HealthCheckDoc) {
+    let p = format!("{p}.health_check");
+    if !hc.path.starts_with('/') {
+        c.err(
+            &format!("{p}.path"),
+            "the probe path must start with '/', like `/healthz`",
+        );
+    }
+    if http::Method::from_bytes(hc.method.to_ascii_uppercase().as_bytes()).is_err()
+        || hc.method.is_empty()
+    {
+        c.err(
+            &format!("{p}.method"),
+            format!("`{}` is not an HTTP method", hc.method),
+        );
+    }
+    if hc.interval.0 < std::time::Duration::from_millis(10) {
+        c.err(&format!("{p}.interval"), "must be at least 10ms");
+    }
+    if hc.timeout.0.is_zero() || hc.timeout.0 >= hc.interval.0 {
+        c.err(
+            &format!("{p}.timeout"),
+            format!("must be greater than zero and shorter than `interval` ({:?}), or probes would overlap", hc.interval.0),
+        );
+    }
+    for (name, v) in [
+        ("healthy_threshold", hc.healthy_threshold),
+        ("unhealthy_threshold", hc.unhealthy_threshold),
+    ] {
+        if v == 0 || v > 100 {
+            c.err(&format!("{p}.{name}"), "must be between 1 and 100");
+        }
+    }
+    for (j, s) in hc.statuses.iter().enumerate() {
+        if !(100..=599).contains(s) {
+            c.err(
+                &format!("{p}.statuses[{j}]"),
+                format!("`{s}` is not an HTTP status"),
+            );
+        }
+    }
+    if let Some(h) = &hc.host {
+        if HeaderValue::from_str(h).is_err() {
+            c.err(&format!("{p}.host"), "not a valid Host header value");
+        }
+    }
+}
+
 fn check_resilience(c: &mut Checker, p: &str, u: &UpstreamDoc) {
+    if let Some(hc) = &u.health_check {
+        check_health_check(c, p, hc);
+    }
     let ph = &u.passive_health;
     if ph.max_ejected_percent > 100 {
         c.err(

@@ -6,6 +6,7 @@
 //! reload that leaves an upstream unchanged keeps its warm keep-alive pool.
 
 pub mod balancer;
+pub mod health;
 pub mod limits;
 pub mod pool;
 pub mod retry;
@@ -77,6 +78,8 @@ pub struct Guards {
     pub budget: retry::RetryBudget,
     /// Most requests in flight, when limited.
     pub limit: Option<limits::Limiter>,
+    /// The active health check, when configured.
+    pub check: Option<Arc<health::HealthCheck>>,
 }
 
 /// A compiled upstream.
@@ -100,6 +103,8 @@ pub struct Upstream {
     pub budget: retry::RetryBudget,
     /// Most requests in flight to this upstream, when limited.
     pub limit: Option<limits::Limiter>,
+    /// The active health check, when configured.
+    pub check: Option<Arc<health::HealthCheck>>,
     /// The upstream's own timeouts (defaults filled in).
     pub timeouts: Timeouts,
 }
@@ -124,6 +129,7 @@ impl Upstream {
             retry: guard.retry,
             budget: guard.budget,
             limit: guard.limit,
+            check: guard.check,
             timeouts,
         }
     }
@@ -132,7 +138,10 @@ impl Upstream {
     /// `consistent_hash`), skipping ejected targets and those in `tried`.
     /// `None` when no target is available.
     pub fn pick(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
-        let avail = |i: usize| !self.stats[i].is_ejected() && !tried.contains(&i);
+        let avail = |i: usize| {
+            let s = &self.stats[i];
+            !s.is_down() && !s.is_ejected() && !tried.contains(&i)
+        };
         self.balancer.pick(&self.weights, &self.stats, key, avail)
     }
 

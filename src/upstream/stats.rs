@@ -32,6 +32,8 @@ pub struct TargetStats {
     ejected_until: AtomicU64,
     /// Ejections in a row, which lengthen the next one.
     ejections: AtomicU32,
+    /// Marked down by the active health check.
+    down: std::sync::atomic::AtomicBool,
 }
 
 /// When repeated failures eject a target (compiled from the config).
@@ -57,6 +59,16 @@ impl Drop for InFlight {
 }
 
 impl TargetStats {
+    /// True while the active health check holds the target down.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// Sets the active health verdict.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::Relaxed);
+    }
+
     /// True while the target is ejected. Reads the clock only for a target
     /// that has been ejected at some point.
     pub fn is_ejected(&self) -> bool {
