@@ -16,6 +16,7 @@ use crate::config::{self, ConfigError, Document, HostHeader, LoadedConfig, Timeo
 use crate::proxy::template::Template;
 use crate::routing::{Conditions, HostPattern, PathPattern, RouteSpec, Router, ValueTest};
 use crate::upstream::balancer::p2c::WeightedDraw;
+use crate::upstream::breaker::{Breaker, BreakerPolicy};
 use crate::upstream::health::HealthCheck;
 use crate::upstream::limits::Limiter;
 use crate::upstream::retry::{RetryBudget, RetryPolicy};
@@ -315,6 +316,7 @@ pub fn compile(
                 consecutive_failures: ph.consecutive_failures,
                 base_ns: ph.ejection.0.as_nanos() as u64,
                 max_ns: ph.max_ejection.0.as_nanos() as u64,
+                half_open_requests: ph.half_open_requests,
             },
             max_ejected: targets.len() * ph.max_ejected_percent.min(100) as usize / 100,
             failure_statuses: ph
@@ -344,6 +346,10 @@ pub fn compile(
                         .as_ref()
                         .and_then(|h| HealthCheck::new(h).ok())
                         .map(Arc::new),
+                    breaker: u
+                        .circuit_breaker
+                        .as_ref()
+                        .map(|b| Breaker::new(BreakerPolicy::new(b))),
                 },
                 timeouts,
             )),

@@ -316,3 +316,97 @@ async fn concurrency_limits_answer_503_and_release_their_permits() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_breaker_opens_sheds_load_and_closes_after_a_trial() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = healthy.clone();
+    let up = upstream_with(move |_req| {
+        let ok = h.load(Ordering::SeqCst);
+        async move {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"svc")));
+            *r.status_mut() = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            r
+        }
+    })
+    .await;
+    let yaml = config(
+        &[up.addr],
+        "    retries: { attempts: 0 }\n    passive_health: { consecutive_failures: 0 }\n    circuit_breaker: { failure_percent: 50, min_requests: 10, window: 10s, open_for: 300ms, half_open_requests: 1 }\n",
+    );
+    let gw = start(&yaml);
+    let a = addr(&gw, "main");
+    for _ in 0..10 {
+        assert_eq!(get(a, "/").await.status, 503);
+    }
+    // Open: answered at once, the upstream sees nothing.
+    let hits = up.requests.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        let got = get(a, "/").await;
+        assert_eq!(
+            (got.status.as_u16(), got.code().as_str()),
+            (503, "circuit_open")
+        );
+    }
+    assert_eq!(
+        up.requests.load(Ordering::SeqCst),
+        hits,
+        "no request reached the failing service"
+    );
+    // After open_for, one trial goes through; the service has recovered, so the circuit closes.
+    healthy.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    for _ in 0..10 {
+        assert_eq!(get(a, "/").await.status, 200);
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ejected_target_gets_a_trial_and_returns() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = healthy.clone();
+    let flaky = upstream_with(move |_req| {
+        let ok = h.load(Ordering::SeqCst);
+        async move {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"flaky")));
+            *r.status_mut() = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            r
+        }
+    })
+    .await;
+    let steady = answering("steady", 200).await;
+    let yaml = config(
+        &[flaky.addr, steady.addr],
+        "    retries: { attempts: 0 }\n    passive_health: { consecutive_failures: 2, ejection: 200ms, half_open_requests: 1 }\n",
+    );
+    let gw = start(&yaml);
+    let a = addr(&gw, "main");
+    for _ in 0..8 {
+        get(a, "/").await;
+    }
+    let hits = flaky.requests.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(get(a, "/").await.body, "steady", "ejected");
+    }
+    assert_eq!(flaky.requests.load(Ordering::SeqCst), hits);
+    healthy.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut saw_flaky = false;
+    for _ in 0..10 {
+        saw_flaky |= get(a, "/").await.body == "flaky";
+    }
+    assert!(
+        saw_flaky,
+        "the trial passed and the target is back in rotation"
+    );
+    gw.shutdown().await;
+}

@@ -119,6 +119,8 @@ pub struct UpstreamDoc {
     pub max_in_flight: u32,
     /// Active health checking: an HTTP probe to every target on an interval.
     pub health_check: Option<HealthCheckDoc>,
+    /// Stop sending traffic for a while when too many requests fail (off unless set).
+    pub circuit_breaker: Option<CircuitBreakerDoc>,
     /// Idle keep-alive connections kept per target, per worker thread (each
     /// worker keeps its own pool, as nginx workers do).
     #[serde(default = "defaults::max_idle_per_target")]
@@ -213,6 +215,9 @@ pub struct PassiveHealthDoc {
     pub max_ejection: HumanDuration,
     /// Most of the pool that may be ejected at once, in percent.
     pub max_ejected_percent: u32,
+    /// Trial requests let through when an ejection ends; one success brings
+    /// the target back, one failure ejects it again (half-open).
+    pub half_open_requests: u32,
     /// Response statuses that count as failures (besides connection errors and timeouts).
     pub failure_statuses: Vec<u16>,
 }
@@ -224,7 +229,36 @@ impl Default for PassiveHealthDoc {
             ejection: HumanDuration(std::time::Duration::from_secs(10)),
             max_ejection: HumanDuration(std::time::Duration::from_secs(300)),
             max_ejected_percent: 50,
+            half_open_requests: 1,
             failure_statuses: vec![502, 503, 504],
+        }
+    }
+}
+
+/// The upstream circuit breaker.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerDoc {
+    /// Open when at least this share of the window's requests failed, in percent.
+    pub failure_percent: u32,
+    /// ... and the window holds at least this many requests.
+    pub min_requests: u32,
+    /// The counting window.
+    pub window: HumanDuration,
+    /// How long the circuit stays open before trials.
+    pub open_for: HumanDuration,
+    /// Trial requests let through when half-open.
+    pub half_open_requests: u32,
+}
+
+impl Default for CircuitBreakerDoc {
+    fn default() -> Self {
+        CircuitBreakerDoc {
+            failure_percent: 50,
+            min_requests: 20,
+            window: HumanDuration(std::time::Duration::from_secs(10)),
+            open_for: HumanDuration(std::time::Duration::from_secs(5)),
+            half_open_requests: 3,
         }
     }
 }

@@ -293,7 +293,36 @@ fn check_health_check(c: &mut Checker, p: &str, hc: &HealthCheckDoc) {
     }
 }
 
+fn check_breaker(c: &mut Checker, p: &str, b: &CircuitBreakerDoc) {
+    let p = format!("{p}.circuit_breaker");
+    if !(1..=100).contains(&b.failure_percent) {
+        c.err(&format!("{p}.failure_percent"), "must be between 1 and 100");
+    }
+    for (name, v) in [
+        ("min_requests", b.min_requests),
+        ("half_open_requests", b.half_open_requests),
+    ] {
+        if v == 0 {
+            c.err(&format!("{p}.{name}"), "must be at least 1");
+        }
+    }
+    for (name, d) in [("window", b.window), ("open_for", b.open_for)] {
+        if d.0.is_zero() {
+            c.err(&format!("{p}.{name}"), "must be greater than zero");
+        }
+    }
+}
+
 fn check_resilience(c: &mut Checker, p: &str, u: &UpstreamDoc) {
+    if let Some(b) = &u.circuit_breaker {
+        check_breaker(c, p, b);
+    }
+    if u.passive_health.consecutive_failures > 0 && u.passive_health.half_open_requests == 0 {
+        c.err(
+            &format!("{p}.passive_health.half_open_requests"),
+            "must be at least 1",
+        );
+    }
     if let Some(hc) = &u.health_check {
         check_health_check(c, p, hc);
     }

@@ -206,6 +206,15 @@ pub async fn forward(
         None => None,
     };
     let permits = (upstream_permit, route_permit);
+    if let Some(b) = &a.upstream.breaker {
+        if !b.admit(now_ns()) {
+            return Err(GatewayError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "circuit_open",
+                "the service is failing, so requests to it are paused for a moment; retry shortly",
+            ));
+        }
+    }
     a.upstream.budget.deposit();
     let exchange = call.attempts(Request::from_parts(parts, body), permits);
     match call.deadline {
@@ -265,6 +274,7 @@ impl Call<'_> {
                 .then(|| copy_head(&req));
             // Counted in flight until the response body ends (or the exchange fails).
             let load = stats.start();
+            stats.begin_attempt();
             let sent_at = up.balancer.decay_ns().map(|d| (d, now_ns()));
             let outcome = tokio::time::timeout(
                 self.a.timeouts.read,

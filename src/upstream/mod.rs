@@ -6,6 +6,7 @@
 //! reload that leaves an upstream unchanged keeps its warm keep-alive pool.
 
 pub mod balancer;
+pub mod breaker;
 pub mod health;
 pub mod limits;
 pub mod pool;
@@ -80,6 +81,8 @@ pub struct Guards {
     pub limit: Option<limits::Limiter>,
     /// The active health check, when configured.
     pub check: Option<Arc<health::HealthCheck>>,
+    /// The upstream circuit breaker, when configured.
+    pub breaker: Option<breaker::Breaker>,
 }
 
 /// A compiled upstream.
@@ -105,6 +108,8 @@ pub struct Upstream {
     pub limit: Option<limits::Limiter>,
     /// The active health check, when configured.
     pub check: Option<Arc<health::HealthCheck>>,
+    /// The upstream circuit breaker, when configured.
+    pub breaker: Option<breaker::Breaker>,
     /// The upstream's own timeouts (defaults filled in).
     pub timeouts: Timeouts,
 }
@@ -130,6 +135,7 @@ impl Upstream {
             budget: guard.budget,
             limit: guard.limit,
             check: guard.check,
+            breaker: guard.breaker,
             timeouts,
         }
     }
@@ -140,7 +146,7 @@ impl Upstream {
     pub fn pick(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
         let avail = |i: usize| {
             let s = &self.stats[i];
-            !s.is_down() && !s.is_ejected() && !tried.contains(&i)
+            !s.is_down() && s.is_available() && !tried.contains(&i)
         };
         self.balancer.pick(&self.weights, &self.stats, key, avail)
     }
@@ -148,14 +154,27 @@ impl Upstream {
     /// Records how an exchange with target `i` went: a success ends its
     /// failure streak; a failure may eject it (within the pool's cap).
     pub fn record(&self, i: usize, failed: bool) {
+        if let Some(b) = &self.breaker {
+            match b.record(failed, stats::now_ns()) {
+                Some(breaker::Transition::Opened) => {
+                    tracing::warn!(upstream = %self.name, "circuit breaker opened: too many requests failed")
+                }
+                Some(breaker::Transition::Closed) => {
+                    tracing::info!(upstream = %self.name, "circuit breaker closed: the trial request passed")
+                }
+                None => {}
+            }
+        }
         let s = &self.stats[i];
         if !failed {
-            s.record_success();
+            if s.record_success() {
+                tracing::info!(upstream = %self.name, target = %self.targets[i].address, "trial request passed; target is back in rotation");
+            }
             return;
         }
         let now = stats::now_ns();
         let may_eject =
-            || self.stats.iter().filter(|t| t.is_ejected_at(now)).count() < self.health.max_ejected;
+            || self.stats.iter().filter(|t| t.is_open_at(now)).count() < self.health.max_ejected;
         if let Some(period) = s.record_failure(now, &self.health.policy, may_eject) {
             tracing::warn!(
                 upstream = %self.name,

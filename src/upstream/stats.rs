@@ -34,6 +34,10 @@ pub struct TargetStats {
     ejections: AtomicU32,
     /// Marked down by the active health check.
     down: std::sync::atomic::AtomicBool,
+    /// The circuit is not closed: open until `ejected_until`, then half-open.
+    tripped: std::sync::atomic::AtomicBool,
+    /// Trial requests left in the half-open state.
+    trials: AtomicU32,
 }
 
 /// When repeated failures eject a target (compiled from the config).
@@ -45,6 +49,8 @@ pub struct EjectionPolicy {
     pub base_ns: u64,
     /// Longest ejection period, in nanoseconds.
     pub max_ns: u64,
+    /// Trial requests let through when an ejection ends (half-open).
+    pub half_open_requests: u32,
 }
 
 /// Counts a request in flight until dropped (when the response body ends,
@@ -69,27 +75,58 @@ impl TargetStats {
         self.down.store(down, Ordering::Relaxed);
     }
 
-    /// True while the target is ejected. Reads the clock only for a target
-    /// that has been ejected at some point.
-    pub fn is_ejected(&self) -> bool {
-        let until = self.ejected_until.load(Ordering::Relaxed);
-        until != 0 && now_ns() < until
+    /// Whether a balancer may pick this target now: its circuit is closed,
+    /// or half-open with trials left. Reads the clock only for a target whose
+    /// circuit is not closed.
+    pub fn is_available(&self) -> bool {
+        if !self.tripped.load(Ordering::Relaxed) {
+            return true;
+        }
+        self.is_available_at(now_ns())
     }
 
-    /// A request succeeded: the failure streak ends.
-    pub fn record_success(&self) {
-        // Skip the write in the common case so healthy targets' counters are
+    /// [`Self::is_available`] at a given time.
+    pub fn is_available_at(&self, now: u64) -> bool {
+        if !self.tripped.load(Ordering::Relaxed) {
+            return true;
+        }
+        now >= self.ejected_until.load(Ordering::Relaxed) && self.trials.load(Ordering::Relaxed) > 0
+    }
+
+    /// True while the circuit is open (ejected, no trials yet) at `now`.
+    pub fn is_open_at(&self, now: u64) -> bool {
+        self.tripped.load(Ordering::Relaxed) && now < self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// A request is about to be sent: in the half-open state it uses up one
+    /// of the trials.
+    pub fn begin_attempt(&self) {
+        if self.tripped.load(Ordering::Relaxed) {
+            let _ = self
+                .trials
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| t.checked_sub(1));
+        }
+    }
+
+    /// A request succeeded: the failure streak ends, and a half-open circuit
+    /// closes. Returns true when it closed.
+    pub fn record_success(&self) -> bool {
+        // Skip the writes in the common case so healthy targets' counters are
         // not bounced between cores.
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
+        self.tripped.load(Ordering::Relaxed) && self.tripped.swap(false, Ordering::Relaxed)
     }
 
-    /// A request failed at `now`. When this completes a streak and
-    /// `may_eject` allows it (the pool's ejection cap), the target is ejected;
-    /// returns for how long. The n-th ejection in a row lasts n × base; a
-    /// target that stayed in for a full `max` since its last ejection starts
-    /// again at base.
+    /// A request failed at `now`; returns the new open period when the
+    /// target's circuit opens.
+    ///
+    /// Closed: after `consecutive_failures` in a row, if `may_eject` allows
+    /// it (the pool's cap), the circuit opens for n × base (the n-th opening
+    /// in a row; back to 1× after a full `max` without one), at most `max`.
+    /// Half-open: a failed trial reopens it at once for the next, longer
+    /// period (or closes it when the cap forbids, so it is never stuck).
     pub fn record_failure(
         &self,
         now: u64,
@@ -99,8 +136,17 @@ impl TargetStats {
         if policy.consecutive_failures == 0 {
             return None;
         }
+        let tripped = self.tripped.load(Ordering::Relaxed);
+        if tripped && self.is_open_at(now) {
+            return None;
+        }
+        let half_open = tripped;
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n < policy.consecutive_failures || self.is_ejected_at(now) || !may_eject() {
+        if !half_open && n < policy.consecutive_failures {
+            return None;
+        }
+        if !may_eject() {
+            self.tripped.store(false, Ordering::Relaxed);
             return None;
         }
         let last_until = self.ejected_until.load(Ordering::Relaxed);
@@ -115,14 +161,11 @@ impl TargetStats {
             .min(policy.max_ns);
         self.ejections.store(streak, Ordering::Relaxed);
         self.ejected_until.store(now + period, Ordering::Relaxed);
+        self.trials
+            .store(policy.half_open_requests.max(1), Ordering::Relaxed);
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.tripped.store(true, Ordering::Relaxed);
         Some(period)
-    }
-
-    /// Like [`Self::is_ejected`], at a given time (for tests and decisions already holding `now`).
-    pub fn is_ejected_at(&self, now: u64) -> bool {
-        let until = self.ejected_until.load(Ordering::Relaxed);
-        until != 0 && now < until
     }
 
     /// Requests in flight now.
@@ -191,46 +234,57 @@ mod tests {
     }
 
     #[test]
-    fn failure_streaks_eject_for_growing_periods() {
+    fn the_target_circuit_opens_half_opens_and_closes() {
         let p = EjectionPolicy {
             consecutive_failures: 3,
             base_ns: 10 * SEC,
             max_ns: 25 * SEC,
+            half_open_requests: 2,
         };
         let s = TargetStats::default();
         assert_eq!(s.record_failure(SEC, &p, || true), None);
-        s.record_success();
+        assert!(!s.record_success(), "closed stays closed");
         assert_eq!(s.record_failure(SEC, &p, || true), None);
         assert_eq!(s.record_failure(SEC, &p, || true), None);
         assert_eq!(
             s.record_failure(SEC, &p, || true),
             Some(10 * SEC),
-            "third in a row ejects"
+            "third in a row opens"
         );
-        assert!(s.is_ejected_at(5 * SEC) && !s.is_ejected_at(11 * SEC));
-        // Failing again soon after returning: a longer ejection, then capped.
-        for _ in 0..2 {
-            s.record_failure(12 * SEC, &p, || true);
-        }
-        assert_eq!(s.record_failure(12 * SEC, &p, || true), Some(20 * SEC));
-        for _ in 0..2 {
-            s.record_failure(33 * SEC, &p, || true);
-        }
-        assert_eq!(
-            s.record_failure(33 * SEC, &p, || true),
-            Some(25 * SEC),
-            "capped at max"
-        );
+        assert!(!s.is_available_at(5 * SEC), "open");
+        // Half-open after the period: two trials, then nothing until one reports.
+        assert!(s.is_available_at(11 * SEC));
+        s.begin_attempt();
+        s.begin_attempt();
+        assert!(!s.is_available_at(11 * SEC), "the trial quota is used up");
+        // A failed trial reopens at once, for longer.
+        assert_eq!(s.record_failure(11 * SEC, &p, || true), Some(20 * SEC));
+        assert!(!s.is_available_at(12 * SEC));
+        // The next period is capped at max; a successful trial closes.
+        assert!(s.is_available_at(31 * SEC));
+        s.begin_attempt();
+        assert_eq!(s.record_failure(31 * SEC, &p, || true), Some(25 * SEC));
+        s.begin_attempt();
+        assert!(s.record_success(), "a passing trial closes the circuit");
+        assert!(s.is_available_at(57 * SEC));
         // A long healthy spell resets the growth.
         for _ in 0..2 {
             s.record_failure(200 * SEC, &p, || true);
         }
         assert_eq!(s.record_failure(200 * SEC, &p, || true), Some(10 * SEC));
-        // The pool's cap can refuse an ejection; disabled policies never eject.
+        // The pool's cap can refuse an opening; a refused half-open trial closes.
         let t = TargetStats::default();
         for _ in 0..5 {
             assert_eq!(t.record_failure(SEC, &p, || false), None);
         }
+        assert!(t.is_available_at(SEC));
+        assert!(s.is_available_at(211 * SEC));
+        s.begin_attempt();
+        assert_eq!(s.record_failure(211 * SEC, &p, || false), None);
+        assert!(
+            s.is_available_at(211 * SEC),
+            "never stuck half-open without trials"
+        );
         let off = EjectionPolicy {
             consecutive_failures: 0,
             ..p
