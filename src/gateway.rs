@@ -205,7 +205,9 @@ impl Gateway {
 fn sync_probes(c: &mut Control, snap: &Snapshot) {
     let mut wanted = HashMap::new();
     for u in &snap.upstreams {
-        let Some(check) = &u.check else { continue };
+        let Some(check) = &u.guards.check else {
+            continue;
+        };
         for (t, stats) in u.targets.iter().zip(&u.stats) {
             let key = (u.name.to_string(), t.address.to_string(), (**check).clone());
             wanted.insert(

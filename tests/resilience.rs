@@ -21,6 +21,23 @@ async fn answering(name: &'static str, status: u16) -> Upstream {
     .await
 }
 
+/// An upstream answering its name with 200 while `healthy`, else `failing`.
+async fn toggled(
+    name: &'static str,
+    failing: StatusCode,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+) -> Upstream {
+    upstream_with(move |_req| {
+        let ok = healthy.load(Ordering::SeqCst);
+        async move {
+            let mut r = Response::new(Full::new(Bytes::from_static(name.as_bytes())));
+            *r.status_mut() = if ok { StatusCode::OK } else { failing };
+            r
+        }
+    })
+    .await
+}
+
 fn dead_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -320,20 +337,7 @@ async fn concurrency_limits_answer_503_and_release_their_permits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_breaker_opens_sheds_load_and_closes_after_a_trial() {
     let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let h = healthy.clone();
-    let up = upstream_with(move |_req| {
-        let ok = h.load(Ordering::SeqCst);
-        async move {
-            let mut r = Response::new(Full::new(Bytes::from_static(b"svc")));
-            *r.status_mut() = if ok {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            r
-        }
-    })
-    .await;
+    let up = toggled("svc", StatusCode::SERVICE_UNAVAILABLE, healthy.clone()).await;
     let yaml = config(
         &[up.addr],
         "    retries: { attempts: 0 }\n    passive_health: { consecutive_failures: 0 }\n    circuit_breaker: { failure_percent: 50, min_requests: 10, window: 10s, open_for: 300ms, half_open_requests: 1 }\n",
@@ -369,20 +373,7 @@ async fn the_circuit_breaker_opens_sheds_load_and_closes_after_a_trial() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ejected_target_gets_a_trial_and_returns() {
     let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let h = healthy.clone();
-    let flaky = upstream_with(move |_req| {
-        let ok = h.load(Ordering::SeqCst);
-        async move {
-            let mut r = Response::new(Full::new(Bytes::from_static(b"flaky")));
-            *r.status_mut() = if ok {
-                StatusCode::OK
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            r
-        }
-    })
-    .await;
+    let flaky = toggled("flaky", StatusCode::BAD_GATEWAY, healthy.clone()).await;
     let steady = answering("steady", 200).await;
     let yaml = config(
         &[flaky.addr, steady.addr],

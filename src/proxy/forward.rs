@@ -201,12 +201,12 @@ pub async fn forward(
         Some(l) => Some(l.try_acquire().ok_or_else(|| full("route"))?),
         None => None,
     };
-    let upstream_permit = match &a.upstream.limit {
+    let upstream_permit = match &a.upstream.guards.limit {
         Some(l) => Some(l.try_acquire().ok_or_else(|| full("service"))?),
         None => None,
     };
     let permits = (upstream_permit, route_permit);
-    if let Some(b) = &a.upstream.breaker {
+    if let Some(b) = &a.upstream.guards.breaker {
         if !b.admit(now_ns()) {
             return Err(GatewayError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -215,7 +215,7 @@ pub async fn forward(
             ));
         }
     }
-    a.upstream.budget.deposit();
+    a.upstream.guards.budget.deposit();
     let exchange = call.attempts(Request::from_parts(parts, body), permits);
     match call.deadline {
         Some(d) => tokio::time::timeout_at(d, exchange)
@@ -245,7 +245,7 @@ impl Call<'_> {
         permits: (Option<Permit>, Option<Permit>),
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let up = &self.a.upstream;
-        let policy = &up.retry;
+        let policy = &up.guards.retry;
         let mut tried = [usize::MAX; 8];
         let mut n = 0usize;
         let mut last_error: Option<GatewayError> = None;
@@ -304,7 +304,7 @@ impl Call<'_> {
                         Some(c)
                             if may_retry
                                 && policy.on_statuses.contains(&status)
-                                && up.budget.withdraw() =>
+                                && up.guards.budget.withdraw() =>
                         {
                             last_error = Some(GatewayError::new(
                                 StatusCode::BAD_GATEWAY,
@@ -340,7 +340,7 @@ impl Call<'_> {
                         _ => None,
                     };
                     match retry {
-                        Some(r) if may_retry && up.budget.withdraw() => {
+                        Some(r) if may_retry && up.guards.budget.withdraw() => {
                             last_error = Some(gateway_error);
                             r
                         }
@@ -350,7 +350,9 @@ impl Call<'_> {
                 Err(_elapsed) => {
                     up.record(idx, true);
                     match copy {
-                        Some(c) if may_retry && policy.on_timeout && up.budget.withdraw() => {
+                        Some(c)
+                            if may_retry && policy.on_timeout && up.guards.budget.withdraw() =>
+                        {
                             last_error = Some(timeout_error("answer"));
                             c
                         }

@@ -98,18 +98,8 @@ pub struct Upstream {
     pub stats: Vec<Arc<TargetStats>>,
     /// How a target is chosen.
     pub balancer: Balancer,
-    /// Outlier detection.
-    pub health: PassiveHealth,
-    /// When to retry.
-    pub retry: retry::RetryPolicy,
-    /// How much retrying traffic allows.
-    pub budget: retry::RetryBudget,
-    /// Most requests in flight to this upstream, when limited.
-    pub limit: Option<limits::Limiter>,
-    /// The active health check, when configured.
-    pub check: Option<Arc<health::HealthCheck>>,
-    /// The upstream circuit breaker, when configured.
-    pub breaker: Option<breaker::Breaker>,
+    /// Passive and active health, retries, limit and breaker.
+    pub guards: Guards,
     /// The upstream's own timeouts (defaults filled in).
     pub timeouts: Timeouts,
 }
@@ -121,7 +111,7 @@ impl Upstream {
         targets: Vec<Target>,
         stats: Vec<Arc<TargetStats>>,
         balancer: Balancer,
-        guard: Guards,
+        guards: Guards,
         timeouts: Timeouts,
     ) -> Upstream {
         Upstream {
@@ -130,12 +120,7 @@ impl Upstream {
             targets,
             stats,
             balancer,
-            health: guard.health,
-            retry: guard.retry,
-            budget: guard.budget,
-            limit: guard.limit,
-            check: guard.check,
-            breaker: guard.breaker,
+            guards,
             timeouts,
         }
     }
@@ -154,7 +139,7 @@ impl Upstream {
     /// Records how an exchange with target `i` went: a success ends its
     /// failure streak; a failure may eject it (within the pool's cap).
     pub fn record(&self, i: usize, failed: bool) {
-        if let Some(b) = &self.breaker {
+        if let Some(b) = &self.guards.breaker {
             match b.record(failed, stats::now_ns()) {
                 Some(breaker::Transition::Opened) => {
                     tracing::warn!(upstream = %self.name, "circuit breaker opened: too many requests failed")
@@ -173,21 +158,22 @@ impl Upstream {
             return;
         }
         let now = stats::now_ns();
-        let may_eject =
-            || self.stats.iter().filter(|t| t.is_open_at(now)).count() < self.health.max_ejected;
-        if let Some(period) = s.record_failure(now, &self.health.policy, may_eject) {
+        let may_eject = || {
+            self.stats.iter().filter(|t| t.is_open_at(now)).count() < self.guards.health.max_ejected
+        };
+        if let Some(period) = s.record_failure(now, &self.guards.health.policy, may_eject) {
             tracing::warn!(
                 upstream = %self.name,
                 target = %self.targets[i].address,
                 seconds = period as f64 / 1e9,
                 "target ejected after {} failures in a row",
-                self.health.policy.consecutive_failures
+                self.guards.health.policy.consecutive_failures
             );
         }
     }
 
     /// True when `status` counts as a failure for passive health.
     pub fn is_failure_status(&self, status: http::StatusCode) -> bool {
-        self.health.failure_statuses.contains(&status)
+        self.guards.health.failure_statuses.contains(&status)
     }
 }
