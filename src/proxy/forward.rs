@@ -100,6 +100,32 @@ pub async fn forward(
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let started = Instant::now();
     let a = f.action;
+    // Admission first, so a request that will be refused costs little.
+    let full = |what: &str| {
+        GatewayError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "concurrency_limit",
+            format!("too many requests in flight to this {what}; retry shortly"),
+        )
+    };
+    let route_permit = match &a.limit {
+        Some(l) => Some(l.try_acquire().ok_or_else(|| full("route"))?),
+        None => None,
+    };
+    let upstream_permit = match &a.upstream.guards.limit {
+        Some(l) => Some(l.try_acquire().ok_or_else(|| full("service"))?),
+        None => None,
+    };
+    let permits = (upstream_permit, route_permit);
+    if let Some(b) = &a.upstream.guards.breaker {
+        if !b.admit(now_ns()) {
+            return Err(GatewayError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "circuit_open",
+                "the service is failing, so requests to it are paused for a moment; retry shortly",
+            ));
+        }
+    }
     let (mut parts, body) = req.into_parts();
     // The hash key is taken before the headers are rewritten (only `consistent_hash` has one).
     let key: Vec<u8> = match a.upstream.balancer.hash_key() {
@@ -190,31 +216,6 @@ pub async fn forward(
         retry_replayable: body_less && (idempotent || a.retry_non_idempotent),
         deadline: a.timeouts.total.map(|d| started + d),
     };
-    let full = |what: &str| {
-        GatewayError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "concurrency_limit",
-            format!("too many requests in flight to this {what}; retry shortly"),
-        )
-    };
-    let route_permit = match &a.limit {
-        Some(l) => Some(l.try_acquire().ok_or_else(|| full("route"))?),
-        None => None,
-    };
-    let upstream_permit = match &a.upstream.guards.limit {
-        Some(l) => Some(l.try_acquire().ok_or_else(|| full("service"))?),
-        None => None,
-    };
-    let permits = (upstream_permit, route_permit);
-    if let Some(b) = &a.upstream.guards.breaker {
-        if !b.admit(now_ns()) {
-            return Err(GatewayError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "circuit_open",
-                "the service is failing, so requests to it are paused for a moment; retry shortly",
-            ));
-        }
-    }
     a.upstream.guards.budget.deposit();
     let exchange = call.attempts(Request::from_parts(parts, body), permits);
     match call.deadline {

@@ -76,11 +76,26 @@ impl Breaker {
         if !self.tripped.load(Ordering::Acquire) {
             return true;
         }
-        now >= self.open_until.load(Ordering::Acquire)
-            && self
-                .trials
+        let until = self.open_until.load(Ordering::Acquire);
+        if now < until {
+            return false;
+        }
+        let take = || {
+            self.trials
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_sub(1))
                 .is_ok()
+        };
+        if take() {
+            return true;
+        }
+        // Trials whose outcome never came back (the client left, the deadline
+        // passed) must not leave the circuit half-open forever: after another
+        // open period without a verdict, a new round of trials starts.
+        if now >= until + self.policy.open_ns {
+            self.open(now - self.policy.open_ns);
+            return take();
+        }
+        false
     }
 
     fn open(&self, now: u64) {
@@ -179,6 +194,24 @@ mod tests {
         assert!(b.admit(203 * MS));
         assert_eq!(b.record(false, 203 * MS), Some(Transition::Closed));
         assert!(b.admit(203 * MS));
+    }
+
+    #[test]
+    fn trials_that_never_report_do_not_wedge_the_circuit() {
+        let b = breaker();
+        for _ in 0..10 {
+            b.record(true, MS);
+        }
+        assert!(
+            b.admit(101 * MS) && b.admit(101 * MS),
+            "both trials taken, never reported"
+        );
+        assert!(
+            !b.admit(150 * MS),
+            "within the next open period: still waiting"
+        );
+        assert!(b.admit(202 * MS), "a new round of trials");
+        assert_eq!(b.record(false, 203 * MS), Some(Transition::Closed));
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct TargetStats {
     trials: AtomicU32,
 }
 
+/// How long half-open trials may go without a verdict before the target is
+/// offered again (10 s).
+pub const TRIAL_VERDICT_NS: u64 = 10_000_000_000;
+
 /// When repeated failures eject a target (compiled from the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EjectionPolicy {
@@ -85,12 +89,16 @@ impl TargetStats {
         self.is_available_at(now_ns())
     }
 
-    /// [`Self::is_available`] at a given time.
+    /// [`Self::is_available`] at a given time. Half-open trials whose
+    /// outcome never came back (the client left, a deadline passed) must not
+    /// keep the target out forever: [`TRIAL_VERDICT_NS`] after the ejection
+    /// ended, the target is available again until a result decides.
     pub fn is_available_at(&self, now: u64) -> bool {
         if !self.tripped.load(Ordering::Relaxed) {
             return true;
         }
-        now >= self.ejected_until.load(Ordering::Relaxed) && self.trials.load(Ordering::Relaxed) > 0
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        now >= until && (self.trials.load(Ordering::Relaxed) > 0 || now >= until + TRIAL_VERDICT_NS)
     }
 
     /// True while the circuit is open (ejected, no trials yet) at `now`.
@@ -285,6 +293,15 @@ mod tests {
             s.is_available_at(211 * SEC),
             "never stuck half-open without trials"
         );
+        // Trials that never report: after the verdict window the target is offered again.
+        let u = TargetStats::default();
+        for _ in 0..3 {
+            u.record_failure(SEC, &p, || true);
+        }
+        u.begin_attempt();
+        u.begin_attempt();
+        assert!(!u.is_available_at(12 * SEC));
+        assert!(u.is_available_at(11 * SEC + TRIAL_VERDICT_NS));
         let off = EjectionPolicy {
             consecutive_failures: 0,
             ..p
