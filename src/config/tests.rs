@@ -203,3 +203,58 @@ fn load_balancing_settings_are_checked() {
         "{text}"
     );
 }
+
+#[test]
+fn resilience_settings_are_checked() {
+    let up = |extra: &str| {
+        format!("{BASE}upstreams:\n  - name: u\n    targets: [{{ address: 'a:1' }}]\n{extra}")
+    };
+    load(&up("    retries: { attempts: 3, on: [connect_failure, error, timeout, 503] }\n    circuit_breaker: {}\n")).expect("valid");
+    for (extra, needle) in [
+        (
+            "    retries: { attempts: 11 }\n",
+            "upstreams[0].retries.attempts",
+        ),
+        (
+            "    retries: { on: [sometimes] }\n",
+            "upstreams[0].retries.on[0]",
+        ),
+        ("    retries: { on: [200] }\n", "must be 4xx or 5xx"),
+        (
+            "    retries: { budget_percent: 101 }\n",
+            "upstreams[0].retries.budget_percent",
+        ),
+        (
+            "    retries: { backoff: 1s, max_backoff: 10ms }\n",
+            "must not be shorter than `backoff`",
+        ),
+        (
+            "    passive_health: { max_ejected_percent: 120 }\n",
+            "max_ejected_percent",
+        ),
+        (
+            "    passive_health: { ejection: 0s }\n",
+            "must be greater than zero while ejection is on",
+        ),
+        (
+            "    passive_health: { failure_statuses: [700] }\n",
+            "not an HTTP status",
+        ),
+        (
+            "    passive_health: { half_open_requests: 0 }\n",
+            "half_open_requests",
+        ),
+        (
+            "    circuit_breaker: { failure_percent: 0 }\n",
+            "circuit_breaker.failure_percent",
+        ),
+        (
+            "    circuit_breaker: { open_for: 0s }\n",
+            "circuit_breaker.open_for",
+        ),
+        ("    max_in_flight: -1\n", "upstreams[0].max_in_flight"),
+    ] {
+        let text = errors(&up(extra)).join("\n");
+        assert!(text.contains(needle), "{extra}: {text}");
+    }
+}
