@@ -18,6 +18,7 @@ use crate::config::{self, ConfigErrors, LoadedConfig};
 use crate::proxy::Shared;
 use crate::server::{worker_count, BoundListener, ConnTracker, Workers};
 use crate::snapshot::{compile, ListenerKey, Snapshot};
+use crate::upstream::dns::{self, Lookup};
 use crate::upstream::health::{self, HealthCheck};
 use crate::upstream::UpstreamRegistry;
 
@@ -69,6 +70,10 @@ struct Control {
     workers: Workers,
     /// Running health probes, by upstream, target and check settings.
     probes: HashMap<(String, String, HealthCheck), tokio::task::AbortHandle>,
+    /// Running DNS resolvers, by target name and refresh interval.
+    resolvers: HashMap<(String, std::time::Duration), tokio::task::AbortHandle>,
+    /// How names are looked up.
+    lookup: Lookup,
 }
 
 /// A running gateway. Dropping it stops the workers without draining; call
@@ -82,6 +87,12 @@ pub struct Gateway {
 impl Gateway {
     /// Loads the configuration, starts the workers and binds every listener.
     pub fn start(source: ConfigSource) -> Result<Gateway, ApplyError> {
+        Gateway::start_with_lookup(source, dns::system_lookup())
+    }
+
+    /// Like [`Gateway::start`], resolving target names with `lookup` (tests
+    /// script DNS answers this way).
+    pub fn start_with_lookup(source: ConfigSource, lookup: Lookup) -> Result<Gateway, ApplyError> {
         let loaded = source.load()?;
         let n = worker_count(loaded.doc.gateway.workers);
         let workers = Workers::spawn(n).map_err(ApplyError::Workers)?;
@@ -97,6 +108,8 @@ impl Gateway {
             pools,
             workers,
             probes: HashMap::new(),
+            resolvers: HashMap::new(),
+            lookup,
         };
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
@@ -239,6 +252,36 @@ fn sync_probes(c: &mut Control, snap: &Snapshot) {
     }
 }
 
+/// Keeps one resolver task per target name (and refresh interval) in use by
+/// `snap`, like [`sync_probes`]. The address sets live in the registry, so a
+/// restarted resolver keeps its last good answer.
+fn sync_resolvers(c: &mut Control, snap: &Snapshot) {
+    let mut wanted = HashMap::new();
+    for u in &snap.upstreams {
+        for t in &u.targets {
+            if let Some(r) = &t.resolved {
+                wanted.insert((t.address.to_string(), u.dns_refresh), r.clone());
+            }
+        }
+    }
+    c.resolvers.retain(|key, task| {
+        let keep = wanted.contains_key(key);
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    let handles = c.workers.handles();
+    for ((address, every), resolved) in wanted {
+        if c.resolvers.contains_key(&(address.clone(), every)) {
+            continue;
+        }
+        let handle = &handles[c.resolvers.len() % handles.len()];
+        let task = handle.spawn(dns::run(resolved, c.lookup.clone(), every));
+        c.resolvers.insert((address, every), task.abort_handle());
+    }
+}
+
 /// Binds the listener addresses of `snap` that are not bound yet.
 fn bind_new(c: &Control, snap: &Snapshot) -> Result<Vec<(ListenerKey, BoundListener)>, ApplyError> {
     let mut fresh = Vec::new();
@@ -271,6 +314,7 @@ fn install(
         c.listeners.insert(key, bound);
     }
     sync_probes(c, snap);
+    sync_resolvers(c, snap);
     c.listeners.retain(|key, bound| {
         let keep = snap.listener(*key).is_some();
         if !keep {

@@ -17,6 +17,7 @@ use crate::proxy::template::Template;
 use crate::routing::{Conditions, HostPattern, PathPattern, RouteSpec, Router, ValueTest};
 use crate::upstream::balancer::p2c::WeightedDraw;
 use crate::upstream::breaker::{Breaker, BreakerPolicy};
+use crate::upstream::dns;
 use crate::upstream::health::HealthCheck;
 use crate::upstream::limits::Limiter;
 use crate::upstream::retry::{RetryBudget, RetryPolicy};
@@ -286,6 +287,7 @@ pub fn compile(
                     authority,
                     host_header,
                     weight: t.weight,
+                    resolved: dns::is_name(&t.address).then(|| pools.resolved(&t.address)),
                 }),
                 Err(e) => err(format!("upstreams[{i}].targets[{j}].address"), e),
             }
@@ -351,6 +353,7 @@ pub fn compile(
                         .as_ref()
                         .map(|b| Breaker::new(BreakerPolicy::new(b))),
                 },
+                u.dns_refresh.0,
                 timeouts,
             )),
             key,

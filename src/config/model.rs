@@ -121,6 +121,9 @@ pub struct UpstreamDoc {
     pub health_check: Option<HealthCheckDoc>,
     /// Stop sending traffic for a while when too many requests fail (off unless set).
     pub circuit_breaker: Option<CircuitBreakerDoc>,
+    /// How often targets given as DNS names are re-resolved.
+    #[serde(default = "defaults::dns_refresh")]
+    pub dns_refresh: HumanDuration,
     /// Idle keep-alive connections kept per target, per worker thread (each
     /// worker keeps its own pool, as nginx workers do).
     #[serde(default = "defaults::max_idle_per_target")]
@@ -593,6 +596,9 @@ mod defaults {
     }
     pub fn pool_idle_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(60))
+    }
+    pub fn dns_refresh() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
     }
     pub fn probe_method() -> String {
         "GET".into()

@@ -314,6 +314,9 @@ fn check_breaker(c: &mut Checker, p: &str, b: &CircuitBreakerDoc) {
 }
 
 fn check_resilience(c: &mut Checker, p: &str, u: &UpstreamDoc) {
+    if u.dns_refresh.0 < std::time::Duration::from_millis(10) {
+        c.err(&format!("{p}.dns_refresh"), "must be at least 10ms");
+    }
     if let Some(b) = &u.circuit_breaker {
         check_breaker(c, p, b);
     }

@@ -7,6 +7,7 @@
 
 pub mod balancer;
 pub mod breaker;
+pub mod dns;
 pub mod health;
 pub mod limits;
 pub mod pool;
@@ -34,6 +35,8 @@ pub struct Target {
     pub host_header: HeaderValue,
     /// Share of traffic; 0 means draining (never chosen).
     pub weight: u32,
+    /// For a target given as a name: its re-resolved addresses.
+    pub resolved: Option<Arc<dns::Resolved>>,
 }
 
 /// Resolved timeouts for one route's upstream calls.
@@ -100,6 +103,8 @@ pub struct Upstream {
     pub balancer: Balancer,
     /// Passive and active health, retries, limit and breaker.
     pub guards: Guards,
+    /// How often targets given as names are re-resolved.
+    pub dns_refresh: std::time::Duration,
     /// The upstream's own timeouts (defaults filled in).
     pub timeouts: Timeouts,
 }
@@ -112,6 +117,7 @@ impl Upstream {
         stats: Vec<Arc<TargetStats>>,
         balancer: Balancer,
         guards: Guards,
+        dns_refresh: std::time::Duration,
         timeouts: Timeouts,
     ) -> Upstream {
         Upstream {
@@ -121,6 +127,7 @@ impl Upstream {
             stats,
             balancer,
             guards,
+            dns_refresh,
             timeouts,
         }
     }

@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
@@ -81,28 +82,37 @@ pub struct SendError {
 struct Idle {
     sender: SendRequest<ProxyBody>,
     since: Instant,
+    peer: SocketAddr,
 }
 
 /// Idle connections of one worker, by target address.
 #[derive(Default)]
 struct WorkerSlot {
-    targets: Vec<(Arc<str>, Vec<Idle>)>,
+    dests: Vec<(Dest, Vec<Idle>)>,
+}
+
+/// Where pooled connections lead: a target's configured address, or, for a
+/// target given as a DNS name, one of its resolved addresses (so each address
+/// keeps its own connections, and a new address gets traffic at once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// The target's `host:port` as configured (an IP, or a name not resolved yet).
+    Configured(Arc<str>),
+    /// One resolved address of a target given as a name.
+    Resolved(SocketAddr),
 }
 
 impl WorkerSlot {
-    fn list(&mut self, address: &Arc<str>) -> &mut Vec<Idle> {
-        let i = match self
-            .targets
-            .iter()
-            .position(|(a, _)| Arc::ptr_eq(a, address) || a == address)
-        {
-            Some(i) => i,
-            None => {
-                self.targets.push((address.clone(), Vec::new()));
-                self.targets.len() - 1
-            }
-        };
-        &mut self.targets[i].1
+    fn list(&mut self, dest: &Dest) -> &mut Vec<Idle> {
+        let found = self.dests.iter().position(|(d, _)| match (d, dest) {
+            (Dest::Configured(a), Dest::Configured(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => d == dest,
+        });
+        let i = found.unwrap_or_else(|| {
+            self.dests.push((dest.clone(), Vec::new()));
+            self.dests.len() - 1
+        });
+        &mut self.dests[i].1
     }
 }
 
@@ -136,24 +146,24 @@ impl Pool {
     }
 
     /// The most recently used live idle connection to `address`, if any.
-    fn checkout(&self, address: &Arc<str>) -> Option<SendRequest<ProxyBody>> {
+    fn checkout(&self, dest: &Dest) -> Option<(SendRequest<ProxyBody>, SocketAddr)> {
         let mut slot = self.slot();
-        let list = slot.list(address);
+        let list = slot.list(dest);
         while let Some(idle) = list.pop() {
             if !idle.sender.is_closed() && idle.since.elapsed() < self.key.idle_timeout {
-                return Some(idle.sender);
+                return Some((idle.sender, idle.peer));
             }
         }
         None
     }
 
-    fn checkin(&self, address: &Arc<str>, sender: SendRequest<ProxyBody>) {
+    fn checkin(&self, dest: &Dest, sender: SendRequest<ProxyBody>, peer: SocketAddr) {
         if sender.is_closed() {
             return;
         }
         let now = Instant::now();
         let mut slot = self.slot();
-        let list = slot.list(address);
+        let list = slot.list(dest);
         // The oldest entries sit at the front; drop those past the idle timeout.
         let stale = list
             .iter()
@@ -161,18 +171,48 @@ impl Pool {
             .count();
         list.drain(..stale);
         if list.len() < self.key.max_idle_per_target {
-            list.push(Idle { sender, since: now });
+            list.push(Idle {
+                sender,
+                since: now,
+                peer,
+            });
         }
     }
 
-    async fn connect(&self, target: &Target) -> Result<SendRequest<ProxyBody>, UpstreamError> {
-        let stream = tokio::time::timeout(
-            self.key.connect_timeout,
-            TcpStream::connect(&*target.address),
-        )
-        .await
-        .map_err(|_| UpstreamError::ConnectTimeout)?
-        .map_err(UpstreamError::Connect)?;
+    async fn connect(
+        &self,
+        target: &Target,
+        dest: &Dest,
+    ) -> Result<(SendRequest<ProxyBody>, SocketAddr), UpstreamError> {
+        // A resolved address is tried first, then the name's other addresses,
+        // so one dead address of several does not fail the request.
+        let connecting = async {
+            let first = match dest {
+                Dest::Configured(address) => return TcpStream::connect(&**address).await,
+                Dest::Resolved(a) => *a,
+            };
+            let mut last = match TcpStream::connect(first).await {
+                Ok(s) => return Ok(s),
+                Err(e) => e,
+            };
+            let others = target
+                .resolved
+                .as_ref()
+                .map(|r| r.addrs())
+                .unwrap_or_default();
+            for a in others.iter().filter(|a| **a != first) {
+                match TcpStream::connect(*a).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        };
+        let stream = tokio::time::timeout(self.key.connect_timeout, connecting)
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout)?
+            .map_err(UpstreamError::Connect)?;
+        let peer = stream.peer_addr().map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -183,7 +223,7 @@ impl Pool {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok((sender, peer))
     }
 
     /// Sends `req` to `target` over a pooled connection (or a new one) and
@@ -203,14 +243,18 @@ impl Pool {
     ) -> Result<Response<PooledBody>, SendError> {
         let mut reuse_attempts = 0;
         loop {
+            let dest = match target.resolved.as_ref().and_then(|r| r.pick()) {
+                Some(a) => Dest::Resolved(a),
+                None => Dest::Configured(target.address.clone()),
+            };
             let pooled = if reuse_attempts < 3 {
-                self.checkout(&target.address)
+                self.checkout(&dest)
             } else {
                 None
             };
-            let (mut sender, reused) = match pooled {
+            let ((mut sender, peer), reused) = match pooled {
                 Some(s) => (s, true),
-                None => match self.connect(target).await {
+                None => match self.connect(target, &dest).await {
                     Ok(s) => (s, false),
                     Err(error) => {
                         return Err(SendError {
@@ -236,7 +280,7 @@ impl Pool {
             let replay = (reused && replayable).then(|| copy_head(&req));
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    let ret = Some((self.clone(), target.address.clone(), sender));
+                    let ret = Some((self.clone(), dest, sender, peer));
                     return Ok(resp.map(|body| PooledBody { body, ret }));
                 }
                 Err(mut e) => match (e.take_message(), replay) {
@@ -278,13 +322,13 @@ pub fn copy_head(req: &Request<ProxyBody>) -> Request<ProxyBody> {
 /// the connection to the pool.
 pub struct PooledBody {
     body: Incoming,
-    ret: Option<(Arc<Pool>, Arc<str>, SendRequest<ProxyBody>)>,
+    ret: Option<(Arc<Pool>, Dest, SendRequest<ProxyBody>, SocketAddr)>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some((pool, address, sender)) = self.ret.take() {
-            pool.checkin(&address, sender);
+        if let Some((pool, dest, sender, peer)) = self.ret.take() {
+            pool.checkin(&dest, sender, peer);
         }
     }
 }
@@ -333,9 +377,23 @@ pub struct UpstreamRegistry {
     pools: Mutex<HashMap<PoolKey, Weak<Pool>>>,
     stats: Mutex<HashMap<(String, String), Weak<super::TargetStats>>>,
     counters: Mutex<HashMap<String, Weak<std::sync::atomic::AtomicU32>>>,
+    resolved: Mutex<HashMap<String, Weak<super::dns::Resolved>>>,
 }
 
 impl UpstreamRegistry {
+    /// The shared address set of the target `address` (a `host:port` name).
+    /// Runs only when a snapshot is compiled.
+    pub fn resolved(&self, address: &str) -> Arc<super::dns::Resolved> {
+        let mut map = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        if let Some(r) = map.get(address).and_then(Weak::upgrade) {
+            return r;
+        }
+        let r = Arc::new(super::dns::Resolved::new(address));
+        map.insert(address.to_string(), Arc::downgrade(&r));
+        r
+    }
+
     /// The in-flight counter named `key` (like `upstream:users`), shared by
     /// every snapshot that limits it. Runs only when a snapshot is compiled.
     pub fn counter(&self, key: &str) -> Arc<std::sync::atomic::AtomicU32> {
