@@ -256,14 +256,23 @@ fn sync_probes(c: &mut Control, snap: &Snapshot) {
 /// `snap`, like [`sync_probes`]. The address sets live in the registry, so a
 /// restarted resolver keeps its last good answer.
 fn sync_resolvers(c: &mut Control, snap: &Snapshot) {
-    let mut wanted = HashMap::new();
+    // One resolver per name: upstreams sharing a name share its address set,
+    // refreshed at the shortest of their intervals.
+    let mut by_name: HashMap<String, (Arc<dns::Resolved>, std::time::Duration)> = HashMap::new();
     for u in &snap.upstreams {
         for t in &u.targets {
             if let Some(r) = &t.resolved {
-                wanted.insert((t.address.to_string(), u.dns_refresh), r.clone());
+                let e = by_name
+                    .entry(t.address.to_string())
+                    .or_insert((r.clone(), u.dns_refresh));
+                e.1 = e.1.min(u.dns_refresh);
             }
         }
     }
+    let wanted: HashMap<(String, std::time::Duration), Arc<dns::Resolved>> = by_name
+        .into_iter()
+        .map(|(name, (r, every))| ((name, every), r))
+        .collect();
     c.resolvers.retain(|key, task| {
         let keep = wanted.contains_key(key);
         if !keep {

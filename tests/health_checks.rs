@@ -162,3 +162,25 @@ async fn unworkable_checks_are_rejected() {
         assert!(err.contains(needle), "{check}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_health_body_is_judged_on_its_beginning() {
+    let big = upstream_with(|req: http::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/healthz" {
+            let mut body = b"status: ok\n".to_vec();
+            body.extend(std::iter::repeat_n(b'x', 200 * 1024));
+            return Response::new(Full::new(Bytes::from(body)));
+        }
+        Response::new(Full::new(Bytes::from_static(b"big")))
+    })
+    .await;
+    let check = "{ path: /healthz, body_contains: 'status: ok', interval: 50ms, timeout: 40ms, healthy_threshold: 1, unhealthy_threshold: 1 }";
+    let gw = start(&config(&[big.addr], check));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        get(addr(&gw, "main"), "/").await.body,
+        "big",
+        "a 200KiB body starting with the text passes"
+    );
+    gw.shutdown().await;
+}

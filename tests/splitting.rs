@@ -127,6 +127,10 @@ async fn bad_splits_are_rejected() {
             "not a valid header name",
         ),
         ("{ upstreams: [] }", "at least one upstream"),
+        (
+            split(1, 1, ", cookie: 'bad name;', sticky: true").as_str(),
+            "not a valid cookie name",
+        ),
     ] {
         let err = apply(&gw, &config(&stable, &canary, bad))
             .expect_err(bad)

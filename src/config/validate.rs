@@ -579,6 +579,19 @@ fn check_split(c: &mut Checker, p: &str, split: &SplitDoc, upstreams: &HashSet<&
             );
         }
     }
+    if let Some(name) = &split.cookie {
+        // RFC 6265 cookie names are tokens: visible ASCII without separators.
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        if !token {
+            c.err(
+                &format!("{p}.split.cookie"),
+                format!("`{name}` is not a valid cookie name"),
+            );
+        }
+    }
     if split.sticky && split.cookie.is_none() {
         c.err(
             &format!("{p}.split.sticky"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -89,13 +89,24 @@ impl HealthCheck {
         let ok = match &self.body_contains {
             None => ok_status,
             Some(needle) => {
-                let body = Limited::new(resp.into_body(), BODY_LIMIT)
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes());
-                let found =
-                    body.is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle.as_str()));
-                ok_status && found
+                // Read at most the first BODY_LIMIT bytes; a longer body is
+                // judged on its beginning, not failed for its length.
+                let mut body = resp.into_body();
+                let mut seen: Vec<u8> = Vec::new();
+                while seen.len() < BODY_LIMIT {
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            if let Some(data) = frame.data_ref() {
+                                seen.extend_from_slice(
+                                    &data[..data.len().min(BODY_LIMIT - seen.len())],
+                                );
+                            }
+                        }
+                        Some(Err(_)) => return Ok(false),
+                        None => break,
+                    }
+                }
+                ok_status && String::from_utf8_lossy(&seen).contains(needle.as_str())
             }
         };
         conn.abort();
