@@ -102,6 +102,8 @@ pub async fn forward(
     let a = f.action;
     // Admission first, so a request that will be refused costs little.
     let full = |what: &str| {
+        // Debug level: under overload every rejected request would log.
+        tracing::debug!(target: "portcullis::proxy", upstream = %a.upstream.name, limit = what, "concurrency limit reached; answering 503");
         GatewayError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "concurrency_limit",
