@@ -87,6 +87,20 @@ fn validate_reports_every_error_with_its_location() {
 
 struct Running(Child);
 
+impl Running {
+    /// Runs `portcullis run -c path`, logs discarded.
+    fn spawn(path: &std::path::Path) -> Running {
+        Running(
+            Command::new(BIN)
+                .args(["run", "-c"])
+                .arg(path)
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starts"),
+        )
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -136,14 +150,7 @@ async fn run_watches_the_file_and_reloads_on_sighup() {
     let port = free_port();
     let a: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     write(&path, &doc(port, "v1", "100ms"));
-    let gw = Running(
-        Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&path)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starts"),
-    );
+    let gw = Running::spawn(&path);
     wait_for_body(a, "v1", Duration::from_secs(10)).await;
     // An edit is picked up by the watcher.
     write(&path, &doc(port, "v2", "100ms"));
@@ -181,14 +188,7 @@ async fn sigterm_drains_in_flight_requests() {
             slow.addr
         ),
     );
-    let mut gw = Running(
-        Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&path)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starts"),
-    );
+    let mut gw = Running::spawn(&path);
     wait_for_body(a, "up", Duration::from_secs(10)).await;
     let pending = tokio::spawn(async move { get(a, "/slow").await });
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -235,14 +235,7 @@ async fn a_second_signal_stops_without_waiting_for_the_grace_period() {
             "gateway: {{ workers: 1, shutdown_grace: 30s }}\nlisteners:\n  - {{ name: main, address: 127.0.0.1:{port} }}\nupstreams:\n  - {{ name: h, targets: [{{ address: '{hang}' }}] }}\nroutes:\n  - {{ name: hang, match: {{ paths: ['/hang'] }}, upstream: h }}\n  - {{ name: r, respond: {{ body: up }} }}\n"
         ),
     );
-    let mut gw = Running(
-        Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&path)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starts"),
-    );
+    let mut gw = Running::spawn(&path);
     wait_for_body(a, "up", Duration::from_secs(10)).await;
     let _stuck = tokio::spawn(async move {
         common::client()

@@ -331,13 +331,44 @@ impl Default for RetriesDoc {
 }
 
 /// One retry condition: a named condition or a response status.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryOn {
     /// A named condition.
     Condition(RetryCondition),
     /// A response status, like 503.
     Status(u16),
+}
+
+impl<'de> Deserialize<'de> for RetryOn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RetryOn;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`connect_failure`, `error`, `timeout` or a status code like 503")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RetryOn, E> {
+                match s {
+                    "connect_failure" => Ok(RetryOn::Condition(RetryCondition::ConnectFailure)),
+                    "error" => Ok(RetryOn::Condition(RetryCondition::Error)),
+                    "timeout" => Ok(RetryOn::Condition(RetryCondition::Timeout)),
+                    other => Err(E::unknown_variant(
+                        other,
+                        &["connect_failure", "error", "timeout", "a status like 503"],
+                    )),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RetryOn, E> {
+                u16::try_from(n)
+                    .map(RetryOn::Status)
+                    .map_err(|_| E::custom(format!("`{n}` is not an HTTP status")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RetryOn, E> {
+                Err(E::custom(format!("`{n}` is not an HTTP status")))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Named retry conditions.

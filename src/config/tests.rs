@@ -148,6 +148,17 @@ fn actions_redirects_and_plugins_are_checked() {
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
+    let text = errors(&format!(
+        "{BASE}routes:\n  - name: r\n    respond: {{}}\n    timeouts: {{ read: 1s }}\n    max_in_flight: 3\n    retry_non_idempotent: true\n"
+    ))
+    .join("\n");
+    for needle in [
+        "routes[0].timeouts (line 6, col 15): `timeouts` only applies to routes that proxy",
+        "routes[0].max_in_flight",
+        "routes[0].retry_non_idempotent",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
 }
 
 #[test]
@@ -217,7 +228,7 @@ fn resilience_settings_are_checked() {
         ),
         (
             "    retries: { on: [sometimes] }\n",
-            "upstreams[0].retries.on[0]",
+            "unknown variant `sometimes`, expected one of `connect_failure`, `error`, `timeout`",
         ),
         ("    retries: { on: [200] }\n", "must be 4xx or 5xx"),
         (

@@ -426,6 +426,24 @@ fn check_routes(c: &mut Checker, doc: &Document) {
         if let Some(split) = &r.split {
             check_split(c, &p, split, &upstreams);
         }
+        if r.upstream.is_none() && r.split.is_none() {
+            // Options of the upstream phase would be silently ignored here.
+            let proxy_only = [
+                ("timeouts", r.timeouts != TimeoutsDoc::default()),
+                ("max_in_flight", r.max_in_flight > 0),
+                ("retry_non_idempotent", r.retry_non_idempotent),
+            ];
+            for (name, set) in proxy_only {
+                if set {
+                    c.err(
+                        &format!("{p}.{name}"),
+                        format!(
+                            "`{name}` only applies to routes that proxy (`upstream` or `split`)"
+                        ),
+                    );
+                }
+            }
+        }
         for (j, l) in r.listeners.iter().enumerate() {
             if !listeners.contains(l.as_str()) {
                 c.err(
