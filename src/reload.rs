@@ -6,16 +6,31 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::gateway::Gateway;
 
-fn fingerprint(path: &Path) -> Option<(SystemTime, u64, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    let content = std::fs::read(path).ok()?;
+/// A hash of the contents of `paths`; `None` while any cannot be read
+/// (an editor may be mid-save).
+fn fingerprint(paths: &[PathBuf]) -> Option<u64> {
     let mut h = DefaultHasher::new();
-    content.hash(&mut h);
-    Some((meta.modified().ok()?, meta.len(), h.finish()))
+    for p in paths {
+        std::fs::read(p).ok()?.hash(&mut h);
+    }
+    Some(h.finish())
+}
+
+/// The config file and every certificate and key file it references.
+fn watched(gw: &Gateway, config: &Path) -> Vec<PathBuf> {
+    let snap = gw.snapshot();
+    let tls_files = snap
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .flat_map(|t| t.files.iter().cloned());
+    std::iter::once(config.to_path_buf())
+        .chain(tls_files)
+        .collect()
 }
 
 /// Reloads and logs the outcome; invalid documents are logged with every error.
@@ -29,22 +44,23 @@ pub fn reload_and_log(gw: &Gateway, why: &str) {
     }
 }
 
-/// Polls `path` and reloads when its content changes. The interval is read
+/// Polls `path`, and the certificate and key files it references, and
+/// reloads when any content changes. The interval is read
 /// from the current snapshot on every turn, so a reload that changes
 /// `gateway.watch_interval` (or sets it to `0s` to pause watching, leaving
 /// SIGHUP as the trigger) takes effect at once.
 pub async fn watch_file(gw: Arc<Gateway>, path: PathBuf) {
-    let mut last = fingerprint(&path).map(|f| f.2);
+    let mut last = fingerprint(&watched(&gw, &path));
     loop {
         let interval = gw.snapshot().settings.watch_interval;
         if interval.is_zero() {
             // Paused: look again later in case a SIGHUP reload turns it back on.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            last = fingerprint(&path).map(|f| f.2);
+            last = fingerprint(&watched(&gw, &path));
             continue;
         }
         tokio::time::sleep(interval).await;
-        let Some((_, _, hash)) = fingerprint(&path) else {
+        let Some(hash) = fingerprint(&watched(&gw, &path)) else {
             continue;
         };
         if last != Some(hash) {

@@ -15,6 +15,7 @@ use crate::config::validate::{parse_cidr, parse_target};
 use crate::config::{self, ConfigError, Document, HostHeader, LoadedConfig, TimeoutsDoc};
 use crate::proxy::template::Template;
 use crate::routing::{Conditions, HostPattern, PathPattern, RouteSpec, Router, ValueTest};
+use crate::server::tls::{self, TlsSettings};
 use crate::upstream::balancer::p2c::WeightedDraw;
 use crate::upstream::breaker::{Breaker, BreakerPolicy};
 use crate::upstream::dns;
@@ -93,6 +94,8 @@ pub struct Listener {
     pub trusted_proxies: Vec<IpNet>,
     /// Routes served on this listener.
     pub router: Router,
+    /// TLS termination, when configured.
+    pub tls: Option<TlsSettings>,
 }
 
 /// What a matched route does.
@@ -506,6 +509,15 @@ pub fn compile(
         });
     }
 
+    // Relative file paths (certificates) are taken from the configuration
+    // file's folder; an inline document uses the working directory.
+    let config_dir = match loaded.source_name.starts_with('<') {
+        true => std::path::PathBuf::from("."),
+        false => std::path::Path::new(&loaded.source_name)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| std::path::PathBuf::from("."), |p| p.to_path_buf()),
+    };
     let mut listeners = Vec::new();
     for (i, l) in doc.listeners.iter().enumerate() {
         let Ok(address) = l.address.parse::<SocketAddr>() else {
@@ -534,6 +546,16 @@ pub fn compile(
                 .iter()
                 .filter_map(|t| parse_cidr(t))
                 .collect(),
+            tls: match &l.tls {
+                None => None,
+                Some(t) => match tls::build(t, &config_dir) {
+                    Ok(s) => Some(s),
+                    Err((field, msg)) => {
+                        err(format!("listeners[{i}].tls.{field}"), msg);
+                        None
+                    }
+                },
+            },
             router: Router::new(router_specs),
         });
     }

@@ -92,6 +92,33 @@ pub struct ListenerDoc {
     /// Longest pause while receiving a request body before the request fails with 408.
     #[serde(default = "defaults::body_read_timeout")]
     pub body_read_timeout: HumanDuration,
+    /// Terminate TLS on this listener.
+    pub tls: Option<TlsDoc>,
+}
+
+/// TLS settings of a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsDoc {
+    /// Certificates with their keys (PEM files; relative paths are taken from
+    /// the configuration file's folder). The one whose names cover the
+    /// client's SNI name is served; the first is the default.
+    pub certificates: Vec<CertificateDoc>,
+    /// Oldest TLS version accepted: "1.2" (default) or "1.3".
+    #[serde(default = "defaults::tls_min_version")]
+    pub min_version: String,
+    /// Send `Strict-Transport-Security: max-age=…` on every response.
+    pub hsts: Option<HumanDuration>,
+}
+
+/// A certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateDoc {
+    /// PEM file with the certificate, then any intermediates.
+    pub cert: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
 }
 
 /// A named pool of targets.
@@ -627,6 +654,9 @@ mod defaults {
     }
     pub fn pool_idle_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(60))
+    }
+    pub fn tls_min_version() -> String {
+        "1.2".into()
     }
     pub fn dns_refresh() -> HumanDuration {
         HumanDuration(Duration::from_secs(30))

@@ -91,6 +91,15 @@ pub async fn handle(
     if snap.settings.via {
         h.append(header::VIA, VIA.clone());
     }
+    if conn.scheme == "https" {
+        let hsts = snap
+            .listener(conn.listener)
+            .and_then(|l| l.tls.as_ref())
+            .and_then(|t| t.hsts.clone());
+        if let Some(v) = hsts {
+            h.insert(header::STRICT_TRANSPORT_SECURITY, v);
+        }
+    }
     resp
 }
 

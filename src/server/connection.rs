@@ -13,7 +13,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
+use std::net::SocketAddr;
+
 use crate::proxy::{handle, ConnInfo, Shared};
+use crate::snapshot::{Limits, ListenerKey};
 
 /// Counts open client connections so shutdown can wait for them.
 #[derive(Debug, Default)]
@@ -61,22 +64,67 @@ impl ConnTracker {
     }
 }
 
-/// Serves `stream` until the client leaves, an error occurs, or `stop` fires
-/// (then in-flight requests finish and the connection closes).
+/// Serves a freshly accepted connection: terminates TLS when its listener
+/// has it (the handshake is bounded by the header-read timeout), then serves
+/// HTTP until the client leaves, an error occurs, or `stop` fires (then
+/// in-flight requests finish and the connection closes).
 pub async fn serve_connection(
     stream: TcpStream,
+    peer: SocketAddr,
+    key: ListenerKey,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    guard: ConnGuard,
+) {
+    let _ = stream.set_nodelay(true);
+    let (limits, tls) = {
+        let snap = shared.snapshot.load();
+        let Some(l) = snap.listener(key) else { return };
+        (l.limits, l.tls.as_ref().map(|t| t.config.clone()))
+    };
+    match tls {
+        None => {
+            serve_http(
+                stream,
+                ConnInfo::new(peer, key, "http"),
+                limits,
+                shared,
+                stop,
+                guard,
+            )
+            .await
+        }
+        Some(config) => {
+            let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+            match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                Ok(Ok(tls)) => {
+                    serve_http(
+                        tls,
+                        ConnInfo::new(peer, key, "https"),
+                        limits,
+                        shared,
+                        stop,
+                        guard,
+                    )
+                    .await
+                }
+                Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
     info: ConnInfo,
+    limits: Limits,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     _guard: ConnGuard,
-) {
-    let _ = stream.set_nodelay(true);
-    let limits = shared
-        .snapshot
-        .load()
-        .listener(info.listener)
-        .map(|l| l.limits);
-    let Some(limits) = limits else { return };
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -93,7 +141,7 @@ pub async fn serve_connection(
         let (shared, info) = (shared.clone(), info.clone());
         async move { Ok::<_, Infallible>(handle(req, &info, &shared).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::connection::{serve_connection, ConnTracker};
-use crate::proxy::{ConnInfo, Shared};
+use crate::proxy::Shared;
 use crate::snapshot::ListenerKey;
 
 /// One bound address: its sockets (one per worker) and the switch that stops them.
@@ -107,9 +107,8 @@ async fn accept_loop(socket: StdListener, mut ctx: AcceptCtx) {
             _ = ctx.stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let info = ConnInfo::new(peer, ctx.key, "http");
                     let guard = ctx.tracker.enter();
-                    tokio::spawn(serve_connection(stream, info, ctx.shared.clone(), ctx.stop.clone(), guard));
+                    tokio::spawn(serve_connection(stream, peer, ctx.key, ctx.shared.clone(), ctx.stop.clone(), guard));
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.

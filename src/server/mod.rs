@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod listener;
+pub mod tls;
 pub mod workers;
 
 pub use connection::ConnTracker;

@@ -1,0 +1,140 @@
+//! TLS termination on a listener (rustls): certificates chosen by SNI, a
+//! minimum protocol version, ALPN, and HSTS. Built once per snapshot from
+//! PEM files; a reload (including one triggered by a changed certificate
+//! file) swaps in new certificates for new connections without touching open
+//! ones.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::HeaderValue;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::config::TlsDoc;
+
+/// A listener's compiled TLS settings.
+#[derive(Debug)]
+pub struct TlsSettings {
+    /// The rustls configuration handed to every handshake.
+    pub config: Arc<ServerConfig>,
+    /// Certificate and key files, watched for changes.
+    pub files: Vec<PathBuf>,
+    /// The `Strict-Transport-Security` value, when HSTS is on.
+    pub hsts: Option<HeaderValue>,
+}
+
+/// Picks the certificate whose names (SANs, with wildcards) cover the
+/// client's SNI name; the first certificate is the default, also for clients
+/// that send no SNI.
+#[derive(Debug)]
+struct SniResolver {
+    certs: Vec<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let wanted = hello
+            .server_name()
+            .and_then(|n| ServerName::try_from(n).ok());
+        if let Some(name) = wanted {
+            let covers = |ck: &&Arc<CertifiedKey>| {
+                ck.end_entity_cert()
+                    .ok()
+                    .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+                    .is_some_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
+            };
+            if let Some(ck) = self.certs.iter().find(covers) {
+                return Some(ck.clone());
+            }
+        }
+        self.certs.first().cloned()
+    }
+}
+
+/// A problem with the TLS settings: the field it concerns (relative to the
+/// listener's `tls`) and what is wrong.
+pub type TlsError = (String, String);
+
+/// Loads the certificates and builds the rustls configuration. Relative file
+/// paths are taken from `base` (the configuration file's folder).
+pub fn build(doc: &TlsDoc, base: &Path) -> Result<TlsSettings, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut certs = Vec::new();
+    let mut files = Vec::new();
+    if doc.certificates.is_empty() {
+        return Err((
+            "certificates".into(),
+            "TLS needs at least one certificate, like `- { cert: site.pem, key: site.key }`".into(),
+        ));
+    }
+    for (j, c) in doc.certificates.iter().enumerate() {
+        let cert_path = base.join(&c.cert);
+        let key_path = base.join(&c.key);
+        let at = |field: &str| format!("certificates[{j}].{field}");
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                (
+                    at("cert"),
+                    format!(
+                        "cannot read certificates from `{}`: {e}",
+                        cert_path.display()
+                    ),
+                )
+            })?;
+        if chain.is_empty() {
+            return Err((
+                at("cert"),
+                format!("`{}` holds no PEM certificate", cert_path.display()),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+            (
+                at("key"),
+                format!(
+                    "cannot read a private key from `{}`: {e}",
+                    key_path.display()
+                ),
+            )
+        })?;
+        let ck = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+            (
+                at("key"),
+                format!("the key does not fit the certificate: {e}"),
+            )
+        })?;
+        certs.push(Arc::new(ck));
+        files.push(cert_path);
+        files.push(key_path);
+    }
+    let versions: &[&'static rustls::SupportedProtocolVersion] =
+        match doc.min_version.as_str() {
+            "1.2" => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            "1.3" => &[&rustls::version::TLS13],
+            other => return Err((
+                "min_version".into(),
+                format!(
+                    "`{other}` is not a TLS version this gateway offers; use \"1.2\" or \"1.3\""
+                ),
+            )),
+        };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| ("min_version".to_string(), e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { certs }));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let hsts = doc.hsts.map(|d| {
+        HeaderValue::from_str(&format!("max-age={}", d.0.as_secs()))
+            .expect("digits are a valid header value")
+    });
+    Ok(TlsSettings {
+        config: Arc::new(config),
+        files,
+        hsts,
+    })
+}

@@ -1,0 +1,265 @@
+//! TLS termination: certificates by SNI (exact, wildcard, default), the
+//! forwarded scheme, HSTS, the minimum version, certificate swaps on reload
+//! without dropping open connections, and bad certificate files.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn ca() -> Ca {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    Ca {
+        cert: params.self_signed(&key).expect("ca"),
+        key,
+    }
+}
+
+/// Writes a leaf certificate for `names`, signed by `ca`, as `<stem>.pem` and `<stem>.key`.
+fn leaf(ca: &Ca, names: &[&str], dir: &Path, stem: &str) -> CertificateDer<'static> {
+    let key = KeyPair::generate().expect("key");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = CertificateParams::new(names)
+        .expect("params")
+        .signed_by(&key, &ca.cert, &ca.key)
+        .expect("leaf");
+    std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).expect("write cert");
+    std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).expect("write key");
+    cert.der().clone()
+}
+
+fn client_config(
+    ca: &Ca,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).expect("root");
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+async fn connect(
+    addr: SocketAddr,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<Tls> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(sni.to_string()).expect("name");
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+/// Sends one keep-alive GET over `tls` and returns the response head and body.
+async fn get_over(tls: &mut Tls, host: &str, path: &str) -> String {
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .expect("read in time")
+            .expect("read");
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let len: usize = text[..head_end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if out.len() >= head_end + 4 + len {
+                return text.into_owned();
+            }
+        }
+        if n == 0 {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+    }
+}
+
+fn config(dir: &Path, upstream: SocketAddr, tls_extra: &str) -> String {
+    format!(
+        "gateway: {{ workers: 1 }}\nlisteners:\n  - name: secure\n    address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {{ cert: '{d}/api.pem', key: '{d}/api.key' }}\n        - {{ cert: '{d}/wild.pem', key: '{d}/wild.key' }}\n{tls_extra}upstreams:\n  - {{ name: echo, targets: [{{ address: '{upstream}' }}] }}\nroutes:\n  - {{ name: r, upstream: echo }}\n",
+        d = dir.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_certificate_and_https_is_forwarded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca();
+    let api = leaf(&ca, &["api.example.test"], dir.path(), "api");
+    let wild = leaf(&ca, &["*.wild.test"], dir.path(), "wild");
+    let up = echo_upstream().await;
+    let gw = start(&config(dir.path(), up.addr, "      hsts: 365d\n"));
+    let a = addr(&gw, "secure");
+    let cc = client_config(&ca, &[&rustls::version::TLS13, &rustls::version::TLS12]);
+
+    let mut tls = connect(a, "api.example.test", cc.clone())
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.peer_certificates().expect("certs")[0], api);
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        None,
+        "no ALPN asked, none chosen"
+    );
+    let resp = get_over(&mut tls, "api.example.test", "/x").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"x-forwarded-proto\":\"https\""), "{resp}");
+    assert!(
+        resp.contains("strict-transport-security: max-age=31536000"),
+        "{resp}"
+    );
+
+    let tls = connect(a, "shop.wild.test", cc.clone())
+        .await
+        .expect("wildcard handshake");
+    assert_eq!(tls.get_ref().1.peer_certificates().expect("certs")[0], wild);
+
+    // An unknown name gets the default (first) certificate, which does not cover it.
+    let err = connect(a, "unknown.test", cc)
+        .await
+        .expect_err("name mismatch");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+
+    // Plain HTTP to a TLS port fails fast instead of hanging.
+    let (_, closed) = raw(
+        a,
+        b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(closed);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_minimum_version_is_enforced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca();
+    leaf(&ca, &["api.example.test"], dir.path(), "api");
+    leaf(&ca, &["*.wild.test"], dir.path(), "wild");
+    let up = echo_upstream().await;
+    let gw = start(&config(dir.path(), up.addr, "      min_version: \"1.3\"\n"));
+    let a = addr(&gw, "secure");
+    let tls12 = client_config(&ca, &[&rustls::version::TLS12]);
+    assert!(
+        connect(a, "api.example.test", tls12).await.is_err(),
+        "TLS 1.2 refused"
+    );
+    let tls13 = client_config(&ca, &[&rustls::version::TLS13]);
+    let mut tls = connect(a, "api.example.test", tls13)
+        .await
+        .expect("TLS 1.3");
+    assert!(get_over(&mut tls, "api.example.test", "/")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_swap_on_reload_without_dropping_open_connections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca();
+    let old = leaf(&ca, &["api.example.test"], dir.path(), "api");
+    leaf(&ca, &["*.wild.test"], dir.path(), "wild");
+    let up = echo_upstream().await;
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, config(dir.path(), up.addr, "")).expect("write config");
+    let gw = portcullis::Gateway::start(portcullis::ConfigSource::File(path)).expect("starts");
+    let a = addr(&gw, "secure");
+    let cc = client_config(&ca, &[&rustls::version::TLS13]);
+    let mut open = connect(a, "api.example.test", cc.clone())
+        .await
+        .expect("handshake");
+    assert!(get_over(&mut open, "api.example.test", "/")
+        .await
+        .starts_with("HTTP/1.1 200"));
+
+    let new = leaf(&ca, &["api.example.test"], dir.path(), "api");
+    assert_ne!(old, new);
+    gw.reload().expect("reloads");
+    let fresh = connect(a, "api.example.test", cc).await.expect("handshake");
+    assert_eq!(
+        fresh.get_ref().1.peer_certificates().expect("certs")[0],
+        new,
+        "new connections get the new certificate"
+    );
+    assert!(
+        get_over(&mut open, "api.example.test", "/")
+            .await
+            .starts_with("HTTP/1.1 200"),
+        "the open connection still works"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_certificate_settings_are_rejected_with_their_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca();
+    leaf(&ca, &["api.example.test"], dir.path(), "api");
+    leaf(&ca, &["*.wild.test"], dir.path(), "wild");
+    let up = echo_upstream().await;
+    let d = dir.path();
+    std::fs::write(d.join("garbage.pem"), "not a certificate").expect("write");
+    let good = config(d, up.addr, "");
+    let gw = start(&good);
+    for (bad, needle) in [
+        (
+            good.replace("api.pem", "missing.pem"),
+            "listeners[0].tls.certificates[0].cert",
+        ),
+        (
+            good.replace("api.pem", "garbage.pem"),
+            "holds no PEM certificate",
+        ),
+        (
+            good.replace("api.key", "wild.key"),
+            "the key does not fit the certificate",
+        ),
+        (
+            good.replace("api.key", "garbage.pem"),
+            "listeners[0].tls.certificates[0].key",
+        ),
+        (
+            config(d, up.addr, "      min_version: \"1.1\"\n"),
+            "use \"1.2\" or \"1.3\"",
+        ),
+    ] {
+        let err = apply(&gw, &bad).expect_err(needle).to_string();
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    gw.shutdown().await;
+}
