@@ -96,6 +96,8 @@ pub struct Listener {
     pub router: Router,
     /// TLS termination, when configured.
     pub tls: Option<TlsSettings>,
+    /// Redirect every request to HTTPS on this port.
+    pub redirect_to_https: Option<u16>,
 }
 
 /// What a matched route does.
@@ -546,6 +548,7 @@ pub fn compile(
                 .iter()
                 .filter_map(|t| parse_cidr(t))
                 .collect(),
+            redirect_to_https: l.redirect_to_https,
             tls: match &l.tls {
                 None => None,
                 Some(t) => match tls::build(t, &config_dir) {

@@ -263,3 +263,26 @@ async fn bad_certificate_settings_are_rejected_with_their_place() {
     }
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_listeners_can_redirect_to_https() {
+    let yaml = "listeners:\n  - { name: plain, address: 127.0.0.1:0, redirect_to_https: 8443 }\n  - { name: std, address: 127.0.0.1:0, redirect_to_https: 443 }\nroutes:\n  - { name: r, respond: { body: never } }\n";
+    let gw = start(yaml);
+    let got = get_host(addr(&gw, "plain"), "Shop.Example.com:8080", "/cart?x=1").await;
+    assert_eq!(got.status, 308);
+    assert_eq!(
+        got.headers["location"],
+        "https://shop.example.com:8443/cart?x=1"
+    );
+    let got = get_host(addr(&gw, "std"), "shop.example.com", "/").await;
+    assert_eq!(got.headers["location"], "https://shop.example.com/");
+    let err = portcullis::config::load_str(
+        "listeners:\n  - { name: p, address: 127.0.0.1:0, redirect_to_https: 0 }\n",
+        "t",
+        &|_| None,
+    )
+    .expect_err("port 0")
+    .to_string();
+    assert!(err.contains("listeners[0].redirect_to_https"), "{err}");
+    gw.shutdown().await;
+}

@@ -94,6 +94,9 @@ pub struct ListenerDoc {
     pub body_read_timeout: HumanDuration,
     /// Terminate TLS on this listener.
     pub tls: Option<TlsDoc>,
+    /// Answer every request with a 308 redirect to `https://` on this port
+    /// (for a plain-HTTP listener in front of a TLS one).
+    pub redirect_to_https: Option<u16>,
 }
 
 /// TLS settings of a listener.

@@ -137,6 +137,20 @@ fn check_listeners(c: &mut Checker, listeners: &[ListenerDoc]) {
                 "must be greater than zero",
             );
         }
+        if let Some(port) = l.redirect_to_https {
+            if port == 0 {
+                c.err(
+                    &format!("{p}.redirect_to_https"),
+                    "must be the HTTPS port to redirect to, like 443",
+                );
+            }
+            if l.tls.is_some() {
+                c.err(
+                    &format!("{p}.redirect_to_https"),
+                    "a TLS listener is already HTTPS; set this on the plain-HTTP listener",
+                );
+            }
+        }
         if l.body_read_timeout.0.is_zero() {
             c.err(
                 &format!("{p}.body_read_timeout"),

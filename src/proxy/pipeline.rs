@@ -157,6 +157,42 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<Cow<'_, str>>, Gateway
     }))
 }
 
+/// The 308 to the same URL over HTTPS, for listeners with `redirect_to_https`.
+fn https_redirect(
+    host: Option<&str>,
+    port: u16,
+    req: &Request<Incoming>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let host = host.ok_or_else(|| {
+        GatewayError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_host",
+            "a Host header is needed to redirect to HTTPS",
+        )
+    })?;
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = match port {
+        443 => format!("https://{host}{pq}"),
+        p => format!("https://{host}:{p}{pq}"),
+    };
+    let mut resp = Response::new(super::body::full(""));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    let value = HeaderValue::from_str(&location).map_err(|_| {
+        GatewayError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request_target",
+            "the request target is invalid",
+        )
+    })?;
+    resp.headers_mut().insert(header::LOCATION, value);
+    Ok(resp)
+}
+
 /// Rejects request shapes the gateway does not accept, before routing.
 fn check_request(req: &Request<Incoming>, listener: &Listener) -> Result<(), GatewayError> {
     if req.method() == Method::CONNECT {
@@ -216,6 +252,9 @@ async fn route_and_act(
 ) -> Result<Response<ResponseBody>, GatewayError> {
     check_request(&req, listener)?;
     let host = request_host(&req)?;
+    if let Some(port) = listener.redirect_to_https {
+        return https_redirect(host.as_deref(), port, &req);
+    }
     let path = normalize_path(req.uri().path());
     let lookup = listener.router.lookup(&RouteInput {
         host: host.as_deref().unwrap_or(""),

@@ -111,17 +111,18 @@ pub fn build(doc: &TlsDoc, base: &Path) -> Result<TlsSettings, TlsError> {
         files.push(cert_path);
         files.push(key_path);
     }
-    let versions: &[&'static rustls::SupportedProtocolVersion] =
-        match doc.min_version.as_str() {
-            "1.2" => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            "1.3" => &[&rustls::version::TLS13],
-            other => return Err((
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match doc.min_version.as_str() {
+        "1.2" => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        "1.3" => &[&rustls::version::TLS13],
+        other => {
+            return Err((
                 "min_version".into(),
                 format!(
                     "`{other}` is not a TLS version this gateway offers; use \"1.2\" or \"1.3\""
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .map_err(|e| ("min_version".to_string(), e.to_string()))?
