@@ -227,6 +227,7 @@ fn sync_probes(c: &mut Control, snap: &Snapshot) {
                 key,
                 (
                     check.clone(),
+                    u.transport.tls.clone(),
                     u.name.clone(),
                     t.address.clone(),
                     stats.clone(),
@@ -242,12 +243,12 @@ fn sync_probes(c: &mut Control, snap: &Snapshot) {
         keep
     });
     let handles = c.workers.handles();
-    for (key, (check, upstream, address, stats)) in wanted {
+    for (key, (check, tls, upstream, address, stats)) in wanted {
         if c.probes.contains_key(&key) {
             continue;
         }
         let handle = &handles[c.probes.len() % handles.len()];
-        let task = handle.spawn(health::run(check, upstream, address, stats));
+        let task = handle.spawn(health::run(check, tls, upstream, address, stats));
         c.probes.insert(key, task.abort_handle());
     }
 }
@@ -262,10 +263,11 @@ fn sync_resolvers(c: &mut Control, snap: &Snapshot) {
     for u in &snap.upstreams {
         for t in &u.targets {
             if let Some(r) = &t.resolved {
+                let every = u.transport.dns_refresh;
                 let e = by_name
                     .entry(t.address.to_string())
-                    .or_insert((r.clone(), u.dns_refresh));
-                e.1 = e.1.min(u.dns_refresh);
+                    .or_insert((r.clone(), every));
+                e.1 = e.1.min(every);
             }
         }
     }

@@ -22,9 +22,10 @@ use crate::upstream::dns;
 use crate::upstream::health::HealthCheck;
 use crate::upstream::limits::Limiter;
 use crate::upstream::retry::{RetryBudget, RetryPolicy};
+use crate::upstream::tls as upstream_tls;
 use crate::upstream::{
-    Balancer, EjectionPolicy, Guards, PassiveHealth, PoolKey, Target, Timeouts, Upstream,
-    UpstreamRegistry,
+    Balancer, EjectionPolicy, Guards, PassiveHealth, PoolKey, Target, Timeouts, Transport,
+    Upstream, UpstreamRegistry,
 };
 
 /// Process-wide settings of a snapshot.
@@ -274,6 +275,15 @@ pub fn compile(
         watch_interval: g.watch_interval.0,
     };
 
+    // Relative file paths (certificates) are taken from the configuration
+    // file's folder; an inline document uses the working directory.
+    let config_dir = match loaded.source_name.starts_with('<') {
+        true => std::path::PathBuf::from("."),
+        false => std::path::Path::new(&loaded.source_name)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| std::path::PathBuf::from("."), |p| p.to_path_buf()),
+    };
     let mut upstreams: Vec<(Arc<Upstream>, PoolKey)> = Vec::new();
     for (i, u) in doc.upstreams.iter().enumerate() {
         let mut targets = Vec::new();
@@ -298,11 +308,28 @@ pub fn compile(
             }
         }
         let timeouts = resolve(&u.timeouts, Timeouts::DEFAULT);
+        let tls = match &u.tls {
+            None => None,
+            Some(t) => match upstream_tls::build(&u.name, t, &config_dir) {
+                Ok(t) => Some(Arc::new(t)),
+                Err((field, msg)) => {
+                    err(
+                        format!(
+                            "upstreams[{i}].tls{}{field}",
+                            if field.is_empty() { "" } else { "." }
+                        ),
+                        msg,
+                    );
+                    continue;
+                }
+            },
+        };
         let key = PoolKey {
             upstream: u.name.clone(),
             connect_timeout: timeouts.connect,
             idle_timeout: u.idle_timeout.0,
             max_idle_per_target: u.max_idle_per_target,
+            tls: tls.as_ref().map(|t| t.fingerprint),
         };
         let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
         let addresses: Vec<&str> = targets.iter().map(|t| &*t.address).collect();
@@ -358,7 +385,10 @@ pub fn compile(
                         .as_ref()
                         .map(|b| Breaker::new(BreakerPolicy::new(b))),
                 },
-                u.dns_refresh.0,
+                Transport {
+                    dns_refresh: u.dns_refresh.0,
+                    tls,
+                },
                 timeouts,
             )),
             key,
@@ -402,7 +432,7 @@ pub fn compile(
             };
             Some(ProxyAction {
                 upstream: up.clone(),
-                pool: pools.get(key, workers),
+                pool: pools.get(key, workers, up.transport.tls.clone()),
                 strip_prefix: r.strip_prefix,
                 host_header: r.host_header,
                 timeouts,
@@ -511,15 +541,6 @@ pub fn compile(
         });
     }
 
-    // Relative file paths (certificates) are taken from the configuration
-    // file's folder; an inline document uses the working directory.
-    let config_dir = match loaded.source_name.starts_with('<') {
-        true => std::path::PathBuf::from("."),
-        false => std::path::Path::new(&loaded.source_name)
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| std::path::PathBuf::from("."), |p| p.to_path_buf()),
-    };
     let mut listeners = Vec::new();
     for (i, l) in doc.listeners.iter().enumerate() {
         let Ok(address) = l.address.parse::<SocketAddr>() else {

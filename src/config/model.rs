@@ -114,6 +114,21 @@ pub struct TlsDoc {
     pub hsts: Option<HumanDuration>,
 }
 
+/// TLS to an upstream's targets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsDoc {
+    /// PEM bundle of CAs to trust (default: the system's roots).
+    pub ca: Option<String>,
+    /// Name to send as SNI and to verify (default: each target's host).
+    pub server_name: Option<String>,
+    /// Client certificate for mTLS to the backend.
+    pub client_certificate: Option<CertificateDoc>,
+    /// Accept any certificate. Logs a warning; for tests and migrations only.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
 /// A certificate chain and its private key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,6 +169,8 @@ pub struct UpstreamDoc {
     /// How often targets given as DNS names are re-resolved.
     #[serde(default = "defaults::dns_refresh")]
     pub dns_refresh: HumanDuration,
+    /// Speak TLS to the targets.
+    pub tls: Option<UpstreamTlsDoc>,
     /// Idle keep-alive connections kept per target, per worker thread (each
     /// worker keeps its own pool, as nginx workers do).
     #[serde(default = "defaults::max_idle_per_target")]

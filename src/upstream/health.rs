@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::stats::TargetStats;
+use super::tls::UpstreamTls;
 use crate::config::HealthCheckDoc;
 
 /// How much of a probe's response body is read for `body_contains`.
@@ -60,10 +61,10 @@ impl HealthCheck {
         }
     }
 
-    /// Sends one probe to `address`; true when it passed.
-    pub async fn probe(&self, address: &str) -> bool {
+    /// Sends one probe to `address` (over TLS when `tls` is set); true when it passed.
+    pub async fn probe(&self, address: &str, tls: Option<&UpstreamTls>) -> bool {
         matches!(
-            tokio::time::timeout(self.timeout, self.exchange(address)).await,
+            tokio::time::timeout(self.timeout, self.exchange(address, tls)).await,
             Ok(Ok(true))
         )
     }
@@ -71,11 +72,26 @@ impl HealthCheck {
     async fn exchange(
         &self,
         address: &str,
+        tls: Option<&UpstreamTls>,
     ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
         let stream = TcpStream::connect(address).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        let conn = tokio::spawn(conn);
+        let conn = match tls {
+            None => {
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                (sender, tokio::spawn(async move { conn.await.map(|_| ()) }))
+            }
+            Some(t) => {
+                let name = t.name_for(address).ok_or("no name to verify")?;
+                let stream = tokio_rustls::TlsConnector::from(t.config.clone())
+                    .connect(name, stream)
+                    .await?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                (sender, tokio::spawn(async move { conn.await.map(|_| ()) }))
+            }
+        };
+        let (mut sender, conn) = conn;
         let host = HeaderValue::from_str(self.host.as_deref().unwrap_or(address))?;
         let req = Request::builder()
             .method(self.method.clone())
@@ -149,6 +165,7 @@ impl Streaks {
 /// Probes one target forever (until the task is aborted).
 pub async fn run(
     hc: Arc<HealthCheck>,
+    tls: Option<Arc<UpstreamTls>>,
     upstream: Arc<str>,
     address: Arc<str>,
     stats: Arc<TargetStats>,
@@ -158,7 +175,7 @@ pub async fn run(
     let mut streaks = Streaks::default();
     loop {
         ticker.tick().await;
-        let passed = hc.probe(&address).await;
+        let passed = hc.probe(&address, tls.as_deref()).await;
         match streaks.observe(passed, stats.is_down(), &hc) {
             Some(Verdict::Down) => {
                 stats.set_down(true);

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod pool;
 pub mod retry;
 pub mod stats;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +89,15 @@ pub struct Guards {
     pub breaker: Option<breaker::Breaker>,
 }
 
+/// How an upstream's targets are reached.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    /// How often targets given as names are re-resolved.
+    pub dns_refresh: std::time::Duration,
+    /// TLS to the targets, when configured.
+    pub tls: Option<Arc<tls::UpstreamTls>>,
+}
+
 /// A compiled upstream.
 #[derive(Debug)]
 pub struct Upstream {
@@ -103,8 +113,8 @@ pub struct Upstream {
     pub balancer: Balancer,
     /// Passive and active health, retries, limit and breaker.
     pub guards: Guards,
-    /// How often targets given as names are re-resolved.
-    pub dns_refresh: std::time::Duration,
+    /// How targets are reached: DNS refresh and TLS.
+    pub transport: Transport,
     /// The upstream's own timeouts (defaults filled in).
     pub timeouts: Timeouts,
 }
@@ -117,7 +127,7 @@ impl Upstream {
         stats: Vec<Arc<TargetStats>>,
         balancer: Balancer,
         guards: Guards,
-        dns_refresh: std::time::Duration,
+        transport: Transport,
         timeouts: Timeouts,
     ) -> Upstream {
         Upstream {
@@ -127,7 +137,7 @@ impl Upstream {
             stats,
             balancer,
             guards,
-            dns_refresh,
+            transport,
             timeouts,
         }
     }

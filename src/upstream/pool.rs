@@ -53,6 +53,8 @@ pub struct PoolKey {
     pub idle_timeout: Duration,
     /// Idle connections kept per target and worker.
     pub max_idle_per_target: usize,
+    /// Fingerprint of the TLS settings and files (`None`: plain TCP).
+    pub tls: Option<u64>,
 }
 
 /// Why an upstream exchange failed before a response arrived.
@@ -67,6 +69,23 @@ pub enum UpstreamError {
     /// The HTTP exchange failed (reset, invalid response, request body error).
     #[error("upstream exchange failed: {0}")]
     Http(#[source] hyper::Error),
+}
+
+/// Runs the HTTP/1.1 handshake on `io` and drives the connection on its own task.
+async fn http_handshake<I>(io: I) -> Result<SendRequest<ProxyBody>, UpstreamError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(UpstreamError::Http)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// A failed send: the error, and the request when it was never sent (so it
@@ -119,6 +138,7 @@ impl WorkerSlot {
 /// The connection pool of one upstream.
 pub struct Pool {
     key: PoolKey,
+    tls: Option<Arc<super::tls::UpstreamTls>>,
     // One slot per worker; only that worker's thread locks it, so the lock is
     // never contended (it exists to make the pool shareable between snapshots).
     slots: Vec<Mutex<WorkerSlot>>,
@@ -133,9 +153,10 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    fn new(key: PoolKey, workers: usize) -> Pool {
+    fn new(key: PoolKey, workers: usize, tls: Option<Arc<super::tls::UpstreamTls>>) -> Pool {
         Pool {
             key,
+            tls,
             slots: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
         }
     }
@@ -214,15 +235,27 @@ impl Pool {
             .map_err(UpstreamError::Connect)?;
         let peer = stream.peer_addr().map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamError::Http)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+        let sender = match &self.tls {
+            None => http_handshake(stream).await?,
+            Some(tls) => {
+                let name = tls.name_for(&target.address).ok_or_else(|| {
+                    UpstreamError::Connect(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "no TLS name to verify",
+                    ))
+                })?;
+                let handshake =
+                    tokio_rustls::TlsConnector::from(tls.config.clone()).connect(name, stream);
+                let stream = tokio::time::timeout(self.key.connect_timeout, handshake)
+                    .await
+                    .map_err(|_| UpstreamError::ConnectTimeout)?
+                    .map_err(|e| {
+                        tracing::debug!(target = %target.address, error = %e, "upstream TLS handshake failed");
+                        UpstreamError::Connect(e)
+                    })?;
+                http_handshake(stream).await?
             }
-        });
+        };
         Ok((sender, peer))
     }
 
@@ -423,13 +456,18 @@ impl UpstreamRegistry {
 
     /// Returns the live pool for `key`, or creates one with a slot per worker.
     /// Runs only when a snapshot is compiled, never per request.
-    pub fn get(&self, key: PoolKey, workers: usize) -> Arc<Pool> {
+    pub fn get(
+        &self,
+        key: PoolKey,
+        workers: usize,
+        tls: Option<Arc<super::tls::UpstreamTls>>,
+    ) -> Arc<Pool> {
         let mut map = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, w| w.strong_count() > 0);
         if let Some(p) = map.get(&key).and_then(Weak::upgrade) {
             return p;
         }
-        let pool = Arc::new(Pool::new(key.clone(), workers));
+        let pool = Arc::new(Pool::new(key.clone(), workers, tls));
         map.insert(key, Arc::downgrade(&pool));
         pool
     }
