@@ -16,6 +16,7 @@ use super::body::{empty, BodyError, GuardedBody, ProxyBody, ResponseBody};
 use super::errors::GatewayError;
 use super::headers::{set_forwarded, strip_hop_by_hop, ClientInfo};
 use super::pipeline::ConnInfo;
+use super::upgrade;
 use crate::config::HostHeader;
 use crate::routing::PathPattern;
 use crate::snapshot::{Listener, ProxyAction, Snapshot};
@@ -23,6 +24,7 @@ use crate::upstream::balancer::consistent_hash::KeySource;
 use crate::upstream::limits::{Held, Permit};
 use crate::upstream::pool::{copy_head, PooledBody, SendError, UpstreamError};
 use crate::upstream::stats::now_ns;
+use hyper::upgrade::OnUpgrade;
 
 static VIA: HeaderValue = HeaderValue::from_static("1.1 portcullis");
 
@@ -95,10 +97,13 @@ fn classify(err: &UpstreamError) -> GatewayError {
 
 /// Proxies `req` upstream and returns the upstream's response (or a gateway error).
 pub async fn forward(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     f: Forward<'_>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let started = Instant::now();
+    // A WebSocket upgrade keeps its upgrade headers and, on `101`, is bridged.
+    let upgrade =
+        upgrade::websocket_upgrade(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
     let a = f.action;
     // Admission first, so a request that will be refused costs little.
     let full = |what: &str| {
@@ -186,6 +191,10 @@ pub async fn forward(
         },
     );
     h.insert(f.snap.settings.request_id_header.clone(), f.rid.clone());
+    let client_upgrade = upgrade.map(|(proto, on)| {
+        upgrade::restore_headers(h, proto);
+        on
+    });
     if f.snap.settings.via {
         h.append(header::VIA, VIA.clone());
     }
@@ -219,7 +228,7 @@ pub async fn forward(
         deadline: a.timeouts.total.map(|d| started + d),
     };
     a.upstream.guards.budget.deposit();
-    let exchange = call.attempts(Request::from_parts(parts, body), permits);
+    let exchange = call.attempts(Request::from_parts(parts, body), permits, client_upgrade);
     match call.deadline {
         Some(d) => tokio::time::timeout_at(d, exchange)
             .await
@@ -246,6 +255,7 @@ impl Call<'_> {
         &self,
         mut req: Request<ProxyBody>,
         permits: (Option<Permit>, Option<Permit>),
+        mut client_upgrade: Option<OnUpgrade>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let up = &self.a.upstream;
         let policy = &up.guards.retry;
@@ -322,6 +332,16 @@ impl Call<'_> {
                                 upstream: permits.0,
                                 route: permits.1,
                             };
+                            if status == StatusCode::SWITCHING_PROTOCOLS {
+                                if let Some(client) = client_upgrade.take() {
+                                    return Ok(switch_protocols(
+                                        resp,
+                                        client,
+                                        held,
+                                        self.a.timeouts.read,
+                                    ));
+                                }
+                            }
                             return Ok(finish(resp, held, self.a.timeouts.read, self.deadline));
                         }
                     }
@@ -368,6 +388,26 @@ impl Call<'_> {
             req = again;
         }
     }
+}
+
+/// Relays the upstream's `101 Switching Protocols` and bridges both upgraded
+/// connections on their own task, idle-limited by the read timeout.
+fn switch_protocols(
+    mut resp: Response<PooledBody>,
+    client: OnUpgrade,
+    held: Held,
+    idle: Duration,
+) -> Response<ResponseBody> {
+    let upstream = hyper::upgrade::on(&mut resp);
+    let (mut parts, body) = resp.into_parts();
+    body.detach();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(p) = protocol {
+        upgrade::restore_headers(&mut parts.headers, p);
+    }
+    tokio::spawn(upgrade::bridge(client, upstream, idle, held));
+    Response::from_parts(parts, super::body::full(""))
 }
 
 /// Errors caused by the client's request body, not by the upstream: they

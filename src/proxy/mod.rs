@@ -9,6 +9,7 @@ pub mod headers;
 pub mod pipeline;
 pub mod request_id;
 pub mod template;
+pub mod upgrade;
 
 pub use errors::GatewayError;
 pub use pipeline::{handle, ConnInfo, Shared};

@@ -141,7 +141,9 @@ async fn serve_http<I>(
         let (shared, info) = (shared.clone(), info.clone());
         async move { Ok::<_, Infallible>(handle(req, &info, &shared).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,

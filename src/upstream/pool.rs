@@ -81,7 +81,7 @@ where
         .await
         .map_err(UpstreamError::Http)?;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
@@ -359,6 +359,11 @@ pub struct PooledBody {
 }
 
 impl PooledBody {
+    /// Keeps the connection out of the pool (it was upgraded to another protocol).
+    pub fn detach(mut self) {
+        self.ret = None;
+    }
+
     fn release(&mut self) {
         if let Some((pool, dest, sender, peer)) = self.ret.take() {
             pool.checkin(&dest, sender, peer);
