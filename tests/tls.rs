@@ -432,3 +432,102 @@ async fn upstream_mtls_presents_a_client_certificate() {
     assert_eq!(get(a, "/").await.body, "secure");
     gw.shutdown().await;
 }
+
+fn client_with_cert(ca: &Ca, dir: &Path, stem: &str) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).expect("root");
+    let chain = vec![CertificateDer::from_pem_file(dir.join(format!("{stem}.pem"))).expect("cert")];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join(format!("{stem}.key")))
+        .expect("key");
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client cert"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_mtls_verifies_clients_and_forwards_their_identity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = ca();
+    std::fs::write(d.join("ca.pem"), ca.cert.pem()).expect("write ca");
+    leaf(&ca, &["api.example.test"], d, "api");
+    leaf(&ca, &["*.wild.test"], d, "wild");
+    leaf(&ca, &["client.test"], d, "client");
+    let up = echo_upstream().await;
+    let auth = |required: bool| {
+        format!(
+            "      client_auth: {{ ca: '{}/ca.pem', required: {required}, forward_header: x-forwarded-client-cert }}\n",
+            d.display()
+        )
+    };
+    let gw = start(&config(d, up.addr, &auth(true)));
+    let a = addr(&gw, "secure");
+    let spoof = "GET / HTTP/1.1\r\nhost: api.example.test\r\nx-forwarded-client-cert: Subject=\"CN=admin\"\r\n\r\n";
+
+    // Required: no certificate, no service (the refusal may surface on first read in TLS 1.3).
+    let anonymous = client_config(&ca, &[&rustls::version::TLS13, &rustls::version::TLS12]);
+    if let Ok(mut tls) = connect(a, "api.example.test", anonymous.clone()).await {
+        let _ = tls.write_all(spoof.as_bytes()).await;
+        let mut buf = [0u8; 256];
+        let got = tokio::time::timeout(Duration::from_secs(3), tls.read(&mut buf))
+            .await
+            .expect("answer in time");
+        assert!(
+            !matches!(got, Ok(n) if n > 0 && buf.starts_with(b"HTTP/1.1 200")),
+            "served without a certificate"
+        );
+    }
+
+    // With a certificate: served, and the upstream sees the verified identity, not the spoof.
+    let mut tls = connect(a, "api.example.test", client_with_cert(&ca, d, "client"))
+        .await
+        .expect("handshake");
+    tls.write_all(spoof.as_bytes()).await.expect("write");
+    let resp = {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        while !String::from_utf8_lossy(&out).contains("\"body\"") {
+            let n = tls.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.contains("DNS=client.test") && resp.contains("Hash="),
+        "{resp}"
+    );
+    assert!(
+        !resp.contains("CN=admin"),
+        "the client's own header is replaced: {resp}"
+    );
+
+    // Optional: clients without a certificate are served, and a spoofed identity is removed.
+    apply(&gw, &config(d, up.addr, &auth(false))).expect("applies");
+    let mut tls = connect(a, "api.example.test", anonymous)
+        .await
+        .expect("handshake");
+    let resp = get_over(&mut tls, "api.example.test", "/").await;
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && !resp.contains("x-forwarded-client-cert"),
+        "{resp}"
+    );
+    let err = apply(
+        &gw,
+        &config(d, up.addr, "      client_auth: { ca: '/missing.pem' }\n"),
+    )
+    .expect_err("missing")
+    .to_string();
+    assert!(err.contains("listeners[0].tls.client_auth.ca"), "{err}");
+    gw.shutdown().await;
+}

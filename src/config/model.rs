@@ -112,6 +112,23 @@ pub struct TlsDoc {
     pub min_version: String,
     /// Send `Strict-Transport-Security: max-age=…` on every response.
     pub hsts: Option<HumanDuration>,
+    /// Ask clients for certificates (mTLS).
+    pub client_auth: Option<ClientAuthDoc>,
+}
+
+/// Client certificate verification on a TLS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthDoc {
+    /// PEM bundle of the CAs that issue client certificates.
+    pub ca: String,
+    /// Refuse the handshake without a valid certificate (default); `false`
+    /// accepts clients without one (a certificate that is sent must still verify).
+    #[serde(default = "defaults::yes")]
+    pub required: bool,
+    /// Forward the verified identity upstream in this header (Envoy's
+    /// `x-forwarded-client-cert` format); any value the client sent is removed.
+    pub forward_header: Option<String>,
 }
 
 /// TLS to an upstream's targets.
@@ -674,6 +691,9 @@ mod defaults {
     }
     pub fn pool_idle_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(60))
+    }
+    pub fn yes() -> bool {
+        true
     }
     pub fn tls_min_version() -> String {
         "1.2".into()

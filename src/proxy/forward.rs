@@ -191,6 +191,18 @@ pub async fn forward(
         },
     );
     h.insert(f.snap.settings.request_id_header.clone(), f.rid.clone());
+    if let Some(name) = f
+        .listener
+        .tls
+        .as_ref()
+        .and_then(|t| t.client_cert_header.as_ref())
+    {
+        // Never pass on a client's own claim; only the verified identity.
+        h.remove(name);
+        if let Some(v) = f.conn.client_cert.as_ref().and_then(|c| c.header_value()) {
+            h.insert(name.clone(), v);
+        }
+    }
     let client_upgrade = upgrade.map(|(proto, on)| {
         upgrade::restore_headers(h, proto);
         on

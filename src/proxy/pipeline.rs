@@ -41,6 +41,8 @@ pub struct ConnInfo {
     pub peer_value: HeaderValue,
     /// `for=<peer>;proto=<scheme>`, the start of this hop's `Forwarded` element.
     pub forwarded_for: Bytes,
+    /// The verified client certificate's identity (mTLS listeners).
+    pub client_cert: Option<Arc<crate::server::client_cert::ClientIdentity>>,
 }
 
 impl ConnInfo {
@@ -58,6 +60,7 @@ impl ConnInfo {
             scheme,
             peer_value: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
             forwarded_for: Bytes::from(format!("for={node};proto={scheme}")),
+            client_cert: None,
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::{watch, Notify};
 use std::net::SocketAddr;
 
 use crate::proxy::{handle, ConnInfo, Shared};
+use crate::server::client_cert::ClientIdentity;
 use crate::snapshot::{Limits, ListenerKey};
 
 /// Counts open client connections so shutdown can wait for them.
@@ -98,15 +99,16 @@ pub async fn serve_connection(
             let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
             match tokio::time::timeout(limits.header_read_timeout, handshake).await {
                 Ok(Ok(tls)) => {
-                    serve_http(
-                        tls,
-                        ConnInfo::new(peer, key, "https"),
-                        limits,
-                        shared,
-                        stop,
-                        guard,
-                    )
-                    .await
+                    let mut info = ConnInfo::new(peer, key, "https");
+                    // Only verified certificates reach here; keep what they say.
+                    info.client_cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|der| ClientIdentity::from_der(der))
+                        .map(Arc::new);
+                    serve_http(tls, info, limits, shared, stop, guard).await
                 }
                 Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),

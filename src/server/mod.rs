@@ -1,6 +1,7 @@
 //! The accept phase: worker event loops, listening sockets and client
 //! connections.
 
+pub mod client_cert;
 pub mod connection;
 pub mod listener;
 pub mod tls;

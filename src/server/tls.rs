@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
@@ -25,6 +25,8 @@ pub struct TlsSettings {
     pub files: Vec<PathBuf>,
     /// The `Strict-Transport-Security` value, when HSTS is on.
     pub hsts: Option<HeaderValue>,
+    /// The header that carries the client certificate identity upstream.
+    pub client_cert_header: Option<HeaderName>,
 }
 
 /// Picks the certificate whose names (SANs, with wildcards) cover the
@@ -123,11 +125,61 @@ pub fn build(doc: &TlsDoc, base: &Path) -> Result<TlsSettings, TlsError> {
             ))
         }
     };
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| ("min_version".to_string(), e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { certs }));
+        .map_err(|e| ("min_version".to_string(), e.to_string()))?;
+    let mut client_cert_header = None;
+    let builder = match &doc.client_auth {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let path = base.join(&ca.ca);
+            files.push(path.clone());
+            let mut roots = rustls::RootCertStore::empty();
+            let bundle: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    (
+                        "client_auth.ca".to_string(),
+                        format!("cannot read `{}`: {e}", path.display()),
+                    )
+                })?;
+            if bundle.is_empty() {
+                return Err((
+                    "client_auth.ca".into(),
+                    format!("`{}` holds no PEM certificate", path.display()),
+                ));
+            }
+            for c in bundle {
+                roots
+                    .add(c)
+                    .map_err(|e| ("client_auth.ca".to_string(), e.to_string()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let verifier = if ca.required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| ("client_auth.ca".to_string(), e.to_string()))?;
+            if let Some(h) = &ca.forward_header {
+                client_cert_header = Some(
+                    HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                        (
+                            "client_auth.forward_header".to_string(),
+                            format!("`{h}` is not a valid header name"),
+                        )
+                    })?,
+                );
+            }
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver { certs }));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let hsts = doc.hsts.map(|d| {
         HeaderValue::from_str(&format!("max-age={}", d.0.as_secs()))
@@ -137,5 +189,6 @@ pub fn build(doc: &TlsDoc, base: &Path) -> Result<TlsSettings, TlsError> {
         config: Arc::new(config),
         files,
         hsts,
+        client_cert_header,
     })
 }
