@@ -58,6 +58,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Longest pause within a request body (408 beyond).
     pub body_read_timeout: Duration,
+    /// Accept HTTP/2 (ALPN `h2`, or h2c prior knowledge).
+    pub http2: bool,
+    /// Most concurrent streams per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
 }
 
 /// The identity of a listening socket across reloads: its address, or for
@@ -563,6 +567,8 @@ pub fn compile(
                 max_body_size: l.max_body_size.0,
                 header_read_timeout: l.header_read_timeout.0,
                 body_read_timeout: l.body_read_timeout.0,
+                http2: l.http2,
+                max_concurrent_streams: l.max_concurrent_streams,
             },
             trusted_proxies: l
                 .trusted_proxies
@@ -572,7 +578,7 @@ pub fn compile(
             redirect_to_https: l.redirect_to_https,
             tls: match &l.tls {
                 None => None,
-                Some(t) => match tls::build(t, &config_dir) {
+                Some(t) => match tls::build(t, &config_dir, l.http2) {
                     Ok(s) => Some(s),
                     Err((field, msg)) => {
                         err(format!("listeners[{i}].tls.{field}"), msg);

@@ -531,3 +531,39 @@ async fn listener_mtls_verifies_clients_and_forwards_their_identity() {
     assert!(err.contains("listeners[0].tls.client_auth.ca"), "{err}");
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_is_negotiated_by_alpn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca();
+    leaf(&ca, &["api.example.test"], dir.path(), "api");
+    leaf(&ca, &["*.wild.test"], dir.path(), "wild");
+    let up = echo_upstream().await;
+    let gw = start(&config(dir.path(), up.addr, ""));
+    let a = addr(&gw, "secure");
+    let mut cc = (*client_config(&ca, &[&rustls::version::TLS13])).clone();
+    cc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tls = connect(a, "api.example.test", Arc::new(cc))
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 over TLS");
+    tokio::spawn(conn);
+    let req = http::Request::get("https://api.example.test/over-h2")
+        .body(http_body_util::Full::<bytes::Bytes>::default())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(
+        (resp.status().as_u16(), resp.version()),
+        (200, http::Version::HTTP_2)
+    );
+    use http_body_util::BodyExt;
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("\"x-forwarded-proto\":\"https\""));
+    gw.shutdown().await;
+}

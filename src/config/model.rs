@@ -92,6 +92,13 @@ pub struct ListenerDoc {
     /// Longest pause while receiving a request body before the request fails with 408.
     #[serde(default = "defaults::body_read_timeout")]
     pub body_read_timeout: HumanDuration,
+    /// Accept HTTP/2: over TLS when the client offers `h2` in ALPN, and in
+    /// cleartext with prior knowledge (h2c).
+    #[serde(default = "defaults::yes")]
+    pub http2: bool,
+    /// Most concurrent streams per HTTP/2 connection.
+    #[serde(default = "defaults::max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
     /// Terminate TLS on this listener.
     pub tls: Option<TlsDoc>,
     /// Answer every request with a 308 redirect to `https://` on this port
@@ -691,6 +698,9 @@ mod defaults {
     }
     pub fn pool_idle_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(60))
+    }
+    pub fn max_concurrent_streams() -> u32 {
+        100
     }
     pub fn yes() -> bool {
         true

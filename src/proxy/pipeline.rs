@@ -207,7 +207,13 @@ fn check_request(req: &Request<Incoming>, listener: &Listener) -> Result<(), Gat
     }
     // hyper rejects a non-chunked final coding; anything besides plain `chunked`
     // would reach the upstream re-framed but still coded, so refuse it.
-    if let Some(te) = req.headers().get(header::TRANSFER_ENCODING) {
+    // HTTP/1 framing only: HTTP/2 has no Transfer-Encoding (hyper refuses it).
+    let http1 = req.version() <= Version::HTTP_11;
+    if let Some(te) = req
+        .headers()
+        .get(header::TRANSFER_ENCODING)
+        .filter(|_| http1)
+    {
         let plain = te.as_bytes().eq_ignore_ascii_case(b"chunked");
         if !plain
             || req

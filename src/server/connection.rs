@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
@@ -85,15 +85,12 @@ pub async fn serve_connection(
     };
     match tls {
         None => {
-            serve_http(
-                stream,
-                ConnInfo::new(peer, key, "http"),
-                limits,
-                shared,
-                stop,
-                guard,
-            )
-            .await
+            let info = ConnInfo::new(peer, key, "http");
+            if limits.http2 && starts_with_h2_preface(&stream, limits.header_read_timeout).await {
+                serve_h2(stream, info, limits, shared, stop, guard).await
+            } else {
+                serve_http(stream, info, limits, shared, stop, guard).await
+            }
         }
         Some(config) => {
             let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
@@ -108,12 +105,76 @@ pub async fn serve_connection(
                         .and_then(|chain| chain.first())
                         .and_then(|der| ClientIdentity::from_der(der))
                         .map(Arc::new);
-                    serve_http(tls, info, limits, shared, stop, guard).await
+                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        serve_h2(tls, info, limits, shared, stop, guard).await
+                    } else {
+                        serve_http(tls, info, limits, shared, stop, guard).await
+                    }
                 }
                 Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
             }
         }
+    }
+}
+
+/// Whether a cleartext connection opens with the HTTP/2 preface (h2c with
+/// prior knowledge). `PRI` is reserved for exactly this (RFC 9113 §3.4), so
+/// four bytes decide; waiting for them is bounded by the header timeout.
+async fn starts_with_h2_preface(stream: &TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 4];
+    let peek = async {
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(n) if n >= 4 => return buf == *b"PRI ",
+                Ok(0) | Err(_) => return false,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    };
+    tokio::time::timeout(wait, peek).await.unwrap_or(false)
+}
+
+/// Serves HTTP/2 on `io`, with the listener's stream and header limits and
+/// hyper's guards against reset floods.
+async fn serve_h2<I>(
+    io: I,
+    info: ConnInfo,
+    limits: Limits,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    _guard: ConnGuard,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_size as u32)
+        // Rapid reset (CVE-2023-44487): few resets pending accept, and a cap
+        // on streams the server itself must reset.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(limits.header_read_timeout))
+        .keep_alive_timeout(limits.header_read_timeout);
+    let peer = info.peer;
+    let info = Arc::new(info);
+    let svc = service_fn(move |req| {
+        let (shared, info) = (shared.clone(), info.clone());
+        async move { Ok::<_, Infallible>(handle(req, &info, &shared).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %peer, error = %e, "HTTP/2 client connection ended with an error");
     }
 }
 

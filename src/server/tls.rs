@@ -63,7 +63,7 @@ pub type TlsError = (String, String);
 
 /// Loads the certificates and builds the rustls configuration. Relative file
 /// paths are taken from `base` (the configuration file's folder).
-pub fn build(doc: &TlsDoc, base: &Path) -> Result<TlsSettings, TlsError> {
+pub fn build(doc: &TlsDoc, base: &Path, http2: bool) -> Result<TlsSettings, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut certs = Vec::new();
     let mut files = Vec::new();
@@ -180,7 +180,11 @@ pub fn build(doc: &TlsDoc, base: &Path) -> Result<TlsSettings, TlsError> {
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(SniResolver { certs }));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     let hsts = doc.hsts.map(|d| {
         HeaderValue::from_str(&format!("max-age={}", d.0.as_secs()))
             .expect("digits are a valid header value")
