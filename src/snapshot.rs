@@ -314,7 +314,7 @@ pub fn compile(
         let timeouts = resolve(&u.timeouts, Timeouts::DEFAULT);
         let tls = match &u.tls {
             None => None,
-            Some(t) => match upstream_tls::build(&u.name, t, &config_dir) {
+            Some(t) => match upstream_tls::build(&u.name, t, &config_dir, u.http2) {
                 Ok(t) => Some(Arc::new(t)),
                 Err((field, msg)) => {
                     err(
@@ -334,6 +334,7 @@ pub fn compile(
             idle_timeout: u.idle_timeout.0,
             max_idle_per_target: u.max_idle_per_target,
             tls: tls.as_ref().map(|t| t.fingerprint),
+            http2: u.http2,
         };
         let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
         let addresses: Vec<&str> = targets.iter().map(|t| &*t.address).collect();
@@ -392,6 +393,7 @@ pub fn compile(
                 Transport {
                     dns_refresh: u.dns_refresh.0,
                     tls,
+                    http2: u.http2,
                 },
                 timeouts,
             )),

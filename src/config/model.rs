@@ -195,6 +195,10 @@ pub struct UpstreamDoc {
     pub dns_refresh: HumanDuration,
     /// Speak TLS to the targets.
     pub tls: Option<UpstreamTlsDoc>,
+    /// Speak HTTP/2 to the targets (required for gRPC): requests are
+    /// multiplexed over one connection per address and worker.
+    #[serde(default)]
+    pub http2: bool,
     /// Idle keep-alive connections kept per target, per worker thread (each
     /// worker keeps its own pool, as nginx workers do).
     #[serde(default = "defaults::max_idle_per_target")]

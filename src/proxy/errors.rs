@@ -37,6 +37,55 @@ impl GatewayError {
         self
     }
 
+    /// The gRPC status code for this error (the gRPC spec's HTTP mapping,
+    /// with limits as `RESOURCE_EXHAUSTED` and timeouts as `DEADLINE_EXCEEDED`).
+    pub fn grpc_code(&self) -> u8 {
+        match self.status.as_u16() {
+            400 => 3,                   // INVALID_ARGUMENT
+            401 => 16,                  // UNAUTHENTICATED
+            403 => 7,                   // PERMISSION_DENIED
+            404 | 405 => 12,            // UNIMPLEMENTED
+            408 | 504 => 4,             // DEADLINE_EXCEEDED
+            413 | 414 | 429 | 431 => 8, // RESOURCE_EXHAUSTED
+            502 | 503 => 14,            // UNAVAILABLE
+            _ => 13,                    // INTERNAL
+        }
+    }
+
+    /// Renders the error for a gRPC client: HTTP 200 with `grpc-status` and
+    /// `grpc-message` and no body (a trailers-only response).
+    pub fn into_grpc_response(self) -> Response<ResponseBody> {
+        let mut resp = Response::new(full(""));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_code())),
+        );
+        // grpc-message is percent-encoded UTF-8.
+        let msg: String = self
+            .message
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_graphic() && b != b'%' || b == b' ' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&msg) {
+            h.insert("grpc-message", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(self.code) {
+            h.insert("x-portcullis-error", v);
+        }
+        resp
+    }
+
     /// Renders the JSON response.
     pub fn into_response(self, request_id: &HeaderValue) -> Response<ResponseBody> {
         let body = serde_json::json!({

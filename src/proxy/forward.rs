@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -173,10 +173,28 @@ pub async fn forward(
     };
     // Origin-form on the wire; the target is chosen by the connection.
     parts.uri = Uri::from(pq);
-    parts.version = Version::HTTP_11;
+    let http2 = a.upstream.transport.http2;
+    parts.version = if http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    // gRPC needs `te: trailers`, which hop-by-hop stripping removes.
+    let te_trailers = parts
+        .headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    // A gRPC deadline bounds the whole exchange like the route's total timeout.
+    let grpc_deadline = parts
+        .headers
+        .get("grpc-timeout")
+        .and_then(|v| parse_grpc_timeout(v.as_bytes()));
 
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
+    if http2 && te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     // The gateway already answered (or skipped) `100-continue` for the client.
     h.remove(header::EXPECT);
     let peer = f.conn.peer.ip();
@@ -237,7 +255,10 @@ pub async fn forward(
         preserved_host,
         stale_replayable: body_less && idempotent,
         retry_replayable: body_less && (idempotent || a.retry_non_idempotent),
-        deadline: a.timeouts.total.map(|d| started + d),
+        deadline: match (a.timeouts.total, grpc_deadline) {
+            (Some(t), Some(g)) => Some(started + t.min(g)),
+            (t, g) => t.or(g).map(|d| started + d),
+        },
     };
     a.upstream.guards.budget.deposit();
     let exchange = call.attempts(Request::from_parts(parts, body), permits, client_upgrade);
@@ -293,7 +314,20 @@ impl Call<'_> {
                 .preserved_host
                 .clone()
                 .unwrap_or_else(|| target.host_header.clone());
-            req.headers_mut().insert(header::HOST, host);
+            if up.transport.http2 {
+                // HTTP/2 carries the host as `:authority`, from the URI.
+                let mut uri = std::mem::take(req.uri_mut()).into_parts();
+                uri.scheme = Some(if up.transport.tls.is_some() {
+                    Scheme::HTTPS
+                } else {
+                    Scheme::HTTP
+                });
+                uri.authority = Authority::try_from(host.as_bytes()).ok();
+                *req.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
+                req.headers_mut().remove(header::HOST);
+            } else {
+                req.headers_mut().insert(header::HOST, host);
+            }
             let may_retry = n as u32 <= policy.attempts;
             let copy = (may_retry && self.retry_replayable && policy.may_replay())
                 .then(|| copy_head(&req));
@@ -422,6 +456,25 @@ fn switch_protocols(
     Response::from_parts(parts, super::body::full(""))
 }
 
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H`, `M`, `S`,
+/// `m`, `u`, `n`), per the gRPC over HTTP/2 spec.
+pub fn parse_grpc_timeout(v: &[u8]) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b"H" => Duration::from_secs(n * 3600),
+        b"M" => Duration::from_secs(n * 60),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Errors caused by the client's request body, not by the upstream: they
 /// neither count against the target nor are retried.
 fn client_caused(e: &UpstreamError) -> bool {
@@ -447,4 +500,32 @@ fn finish(
             held: Some(held),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_grpc_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeouts_parse_per_spec() {
+        assert_eq!(
+            parse_grpc_timeout(b"100m"),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(parse_grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout(b"5u"), Some(Duration::from_micros(5)));
+        for bad in [
+            &b""[..],
+            b"m",
+            b"10",
+            b"10x",
+            b"123456789m",
+            b"-1S",
+            b"1.5S",
+        ] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -76,9 +76,14 @@ pub async fn handle(
     let snap: Arc<Snapshot> = shared.snapshot.load_full();
     let rid_name = &snap.settings.request_id_header;
     let rid = request_id::from_client(req.headers().get(rid_name));
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let mut resp = match snap.listener(conn.listener) {
         Some(listener) => match route_and_act(req, conn, &snap, listener, &rid).await {
             Ok(r) => r,
+            Err(e) if grpc => e.into_grpc_response(),
             Err(e) => e.into_response(&rid),
         },
         None => GatewayError::new(

@@ -96,6 +96,8 @@ pub struct Transport {
     pub dns_refresh: std::time::Duration,
     /// TLS to the targets, when configured.
     pub tls: Option<Arc<tls::UpstreamTls>>,
+    /// Speak HTTP/2 to the targets.
+    pub http2: bool,
 }
 
 /// A compiled upstream.

@@ -21,7 +21,9 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http2;
 use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -55,6 +57,8 @@ pub struct PoolKey {
     pub max_idle_per_target: usize,
     /// Fingerprint of the TLS settings and files (`None`: plain TCP).
     pub tls: Option<u64>,
+    /// Speak HTTP/2 to the targets (multiplexed, one connection per address).
+    pub http2: bool,
 }
 
 /// Why an upstream exchange failed before a response arrived.
@@ -88,6 +92,24 @@ where
     Ok(sender)
 }
 
+/// Runs the HTTP/2 handshake on `io` and drives the connection on its own task.
+async fn h2_handshake<I>(io: I) -> Result<http2::SendRequest<ProxyBody>, UpstreamError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(UpstreamError::Http)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
 /// A failed send: the error, and the request when it was never sent (so it
 /// may go to another target whatever its method).
 #[derive(Debug)]
@@ -108,6 +130,8 @@ struct Idle {
 #[derive(Default)]
 struct WorkerSlot {
     dests: Vec<(Dest, Vec<Idle>)>,
+    /// HTTP/2 upstreams: one shared, multiplexed connection per destination.
+    h2: Vec<(Dest, http2::SendRequest<ProxyBody>)>,
 }
 
 /// Where pooled connections lead: a target's configured address, or, for a
@@ -205,8 +229,19 @@ impl Pool {
         target: &Target,
         dest: &Dest,
     ) -> Result<(SendRequest<ProxyBody>, SocketAddr), UpstreamError> {
-        // A resolved address is tried first, then the name's other addresses,
-        // so one dead address of several does not fail the request.
+        let stream = self.tcp_connect(target, dest).await?;
+        let peer = stream.peer_addr().map_err(UpstreamError::Connect)?;
+        let sender = match &self.tls {
+            None => http_handshake(stream).await?,
+            Some(tls) => http_handshake(self.tls_connect(tls, target, stream).await?).await?,
+        };
+        Ok((sender, peer))
+    }
+
+    /// Connects TCP to `dest` within the connect timeout. A resolved address
+    /// is tried first, then the name's other addresses, so one dead address
+    /// of several does not fail the request.
+    async fn tcp_connect(&self, target: &Target, dest: &Dest) -> Result<TcpStream, UpstreamError> {
         let connecting = async {
             let first = match dest {
                 Dest::Configured(address) => return TcpStream::connect(&**address).await,
@@ -233,30 +268,114 @@ impl Pool {
             .await
             .map_err(|_| UpstreamError::ConnectTimeout)?
             .map_err(UpstreamError::Connect)?;
-        let peer = stream.peer_addr().map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
-        let sender = match &self.tls {
-            None => http_handshake(stream).await?,
-            Some(tls) => {
-                let name = tls.name_for(&target.address).ok_or_else(|| {
-                    UpstreamError::Connect(std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        "no TLS name to verify",
-                    ))
-                })?;
-                let handshake =
-                    tokio_rustls::TlsConnector::from(tls.config.clone()).connect(name, stream);
-                let stream = tokio::time::timeout(self.key.connect_timeout, handshake)
-                    .await
-                    .map_err(|_| UpstreamError::ConnectTimeout)?
-                    .map_err(|e| {
-                        tracing::debug!(target = %target.address, error = %e, "upstream TLS handshake failed");
-                        UpstreamError::Connect(e)
-                    })?;
-                http_handshake(stream).await?
+        Ok(stream)
+    }
+
+    /// The TLS handshake with a target, within the connect timeout; a failed
+    /// verification is a connect failure.
+    async fn tls_connect(
+        &self,
+        tls: &super::tls::UpstreamTls,
+        target: &Target,
+        stream: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+        let name = tls.name_for(&target.address).ok_or_else(|| {
+            UpstreamError::Connect(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no TLS name to verify",
+            ))
+        })?;
+        let handshake = tokio_rustls::TlsConnector::from(tls.config.clone()).connect(name, stream);
+        tokio::time::timeout(self.key.connect_timeout, handshake)
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout)?
+            .map_err(|e| {
+                tracing::debug!(target = %target.address, error = %e, "upstream TLS handshake failed");
+                UpstreamError::Connect(e)
+            })
+    }
+
+    /// The HTTP/2 path of [`Pool::send`]: requests share one connection per
+    /// destination and worker; a broken one is replaced on the next request,
+    /// and a request the old one never took is sent on the new one.
+    async fn send_h2(
+        &self,
+        target: &Target,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        for fresh in [false, true] {
+            let dest = match target.resolved.as_ref().and_then(|r| r.pick()) {
+                Some(a) => Dest::Resolved(a),
+                None => Dest::Configured(target.address.clone()),
+            };
+            let cached = if fresh { None } else { self.h2_cached(&dest) };
+            let mut sender = match cached {
+                Some(s) => s,
+                None => match self.connect_h2(target, &dest).await {
+                    Ok(s) => s,
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            unsent: Some(req),
+                        })
+                    }
+                },
+            };
+            if sender.ready().await.is_err() {
+                self.h2_forget(&dest);
+                continue;
             }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp.map(|body| PooledBody { body, ret: None })),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !fresh => {
+                        self.h2_forget(&dest);
+                        req = unsent;
+                    }
+                    unsent => {
+                        return Err(SendError {
+                            error: UpstreamError::Http(e.into_error()),
+                            unsent,
+                        })
+                    }
+                },
+            }
+        }
+        let error =
+            UpstreamError::Connect(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        Err(SendError {
+            error,
+            unsent: None,
+        })
+    }
+
+    fn h2_cached(&self, dest: &Dest) -> Option<http2::SendRequest<ProxyBody>> {
+        let slot = self.slot();
+        slot.h2
+            .iter()
+            .find(|(d, s)| d == dest && !s.is_closed())
+            .map(|(_, s)| s.clone())
+    }
+
+    fn h2_forget(&self, dest: &Dest) {
+        self.slot().h2.retain(|(d, _)| d != dest);
+    }
+
+    async fn connect_h2(
+        &self,
+        target: &Target,
+        dest: &Dest,
+    ) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
+        let stream = self.tcp_connect(target, dest).await?;
+        let sender = match &self.tls {
+            None => h2_handshake(stream).await?,
+            Some(tls) => h2_handshake(self.tls_connect(tls, target, stream).await?).await?,
         };
-        Ok((sender, peer))
+        let mut slot = self.slot();
+        slot.h2.retain(|(d, _)| d != dest);
+        slot.h2.push((dest.clone(), sender.clone()));
+        Ok(sender)
     }
 
     /// Sends `req` to `target` over a pooled connection (or a new one) and
@@ -274,6 +393,9 @@ impl Pool {
         mut req: Request<ProxyBody>,
         replayable: bool,
     ) -> Result<Response<PooledBody>, SendError> {
+        if self.key.http2 {
+            return self.send_h2(target, req).await;
+        }
         let mut reuse_attempts = 0;
         loop {
             let dest = match target.resolved.as_ref().and_then(|r| r.pick()) {

@@ -103,7 +103,12 @@ fn read(path: &Path, field: &str, hash: &mut DefaultHasher) -> Result<Vec<u8>, T
 }
 
 /// Builds the client configuration; relative paths are taken from `base`.
-pub fn build(upstream: &str, doc: &UpstreamTlsDoc, base: &Path) -> Result<UpstreamTls, TlsError> {
+pub fn build(
+    upstream: &str,
+    doc: &UpstreamTlsDoc,
+    base: &Path,
+    http2: bool,
+) -> Result<UpstreamTls, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut hash = DefaultHasher::new();
     (&doc.server_name, doc.insecure_skip_verify).hash(&mut hash);
@@ -176,7 +181,11 @@ pub fn build(upstream: &str, doc: &UpstreamTlsDoc, base: &Path) -> Result<Upstre
             })?
         }
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![if http2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
     let server_name = match &doc.server_name {
         Some(n) => Some(ServerName::try_from(n.clone()).map_err(|_| {
             (

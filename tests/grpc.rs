@@ -1,0 +1,201 @@
+//! gRPC through the gateway: HTTP/2 on both sides, streams and trailers
+//! intact, gateway errors as gRPC statuses, and `grpc-timeout` deadlines.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use common::*;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A gRPC message frame: uncompressed flag, 4-byte length, payload.
+fn grpc_frame(payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + payload.len());
+    b.put_u8(0);
+    b.put_u32(payload.len() as u32);
+    b.put_slice(payload);
+    b.freeze()
+}
+
+/// An HTTP/2 (h2c) server acting as a gRPC service: it answers with as many
+/// message frames as the request's `x-count` says (a server stream) and ends
+/// with `grpc-status: 0` trailers. It checks that `te: trailers` arrived and
+/// waits `x-delay-ms` before answering.
+async fn grpc_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let te_ok = req.headers().get("te").is_some_and(|v| v == "trailers");
+                    let count: usize = req
+                        .headers()
+                        .get("x-count")
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                        .unwrap_or(1);
+                    let delay: u64 = req
+                        .headers()
+                        .get("x-delay-ms")
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                        .unwrap_or(0);
+                    let request = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = (0..count)
+                        .map(|i| {
+                            Ok(Frame::data(grpc_frame(
+                                format!("reply {i} to {} bytes", request.len()).as_bytes(),
+                            )))
+                        })
+                        .collect();
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert(
+                        "grpc-status",
+                        if te_ok { "0" } else { "13" }.parse().expect("value"),
+                    );
+                    trailers.insert("grpc-message", "done".parse().expect("value"));
+                    frames.push(Ok(Frame::trailers(trailers)));
+                    let body = StreamBody::new(futures_like::iter(frames));
+                    let mut resp = Response::new(body);
+                    resp.headers_mut()
+                        .insert("content-type", "application/grpc".parse().expect("value"));
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+mod futures_like {
+    /// A stream over an iterator.
+    pub struct Iter<I>(I);
+    pub fn iter<T, I: IntoIterator<Item = T>>(items: I) -> Iter<I::IntoIter> {
+        Iter(items.into_iter())
+    }
+    impl<I: Iterator + Unpin> futures_core::Stream for Iter<I> {
+        type Item = I::Item;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<I::Item>> {
+            std::task::Poll::Ready(self.0.next())
+        }
+    }
+}
+
+struct Call {
+    status: u16,
+    headers: HeaderMap,
+    data: Bytes,
+    trailers: Option<HeaderMap>,
+}
+
+async fn call(gw: SocketAddr, path: &str, extra: &[(&str, &str)]) -> Call {
+    let tcp = TcpStream::connect(gw).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2");
+    tokio::spawn(conn);
+    let mut req = Request::post(format!("http://grpc.example.com{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(grpc_frame(b"hello"))).expect("request"))
+        .await
+        .expect("response");
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.expect("body");
+    let trailers = collected.trailers().cloned();
+    Call {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        data: collected.to_bytes(),
+        trailers,
+    }
+}
+
+fn config(up: SocketAddr) -> String {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    format!(
+        "gateway: {{ workers: 1 }}\nlisteners:\n  - {{ name: main, address: 127.0.0.1:0 }}\nupstreams:\n  - {{ name: svc, targets: [{{ address: '{up}' }}], http2: true }}\n  - {{ name: gone, targets: [{{ address: '{dead}' }}], http2: true }}\nroutes:\n  - {{ name: greeter, match: {{ paths: ['/helloworld.Greeter'] }}, upstream: svc }}\n  - {{ name: down, match: {{ paths: ['/down.Service'] }}, upstream: gone }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_and_streaming_calls_keep_their_trailers() {
+    let up = grpc_upstream().await;
+    let gw = start(&config(up));
+    let a = addr(&gw, "main");
+    let unary = call(a, "/helloworld.Greeter/SayHello", &[]).await;
+    assert_eq!(unary.status, 200);
+    assert_eq!(unary.headers["content-type"], "application/grpc");
+    assert_eq!(&unary.data[5..], b"reply 0 to 10 bytes");
+    let t = unary.trailers.expect("trailers");
+    assert_eq!(
+        (
+            t["grpc-status"].to_str().expect("ascii"),
+            t["grpc-message"].to_str().expect("ascii")
+        ),
+        ("0", "done"),
+        "te: trailers reached the service"
+    );
+    let stream = call(a, "/helloworld.Greeter/Stream", &[("x-count", "3")]).await;
+    assert_eq!(stream.data.len(), 3 * (5 + "reply 0 to 10 bytes".len()));
+    assert_eq!(stream.trailers.expect("trailers")["grpc-status"], "0");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_errors_are_grpc_statuses_and_deadlines_hold() {
+    let up = grpc_upstream().await;
+    let gw = start(&config(up));
+    let a = addr(&gw, "main");
+    let down = call(a, "/down.Service/Call", &[]).await;
+    assert_eq!(
+        (
+            down.status,
+            down.headers["grpc-status"].to_str().expect("ascii")
+        ),
+        (200, "14"),
+        "UNAVAILABLE"
+    );
+    assert!(down.headers.contains_key("grpc-message"));
+    let missing = call(a, "/no.Such/Method", &[]).await;
+    assert_eq!(missing.headers["grpc-status"], "12", "UNIMPLEMENTED");
+    let t = Instant::now();
+    let late = call(
+        a,
+        "/helloworld.Greeter/Slow",
+        &[("x-delay-ms", "2000"), ("grpc-timeout", "200m")],
+    )
+    .await;
+    assert_eq!(late.headers["grpc-status"], "4", "DEADLINE_EXCEEDED");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    gw.shutdown().await;
+}
