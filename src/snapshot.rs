@@ -62,6 +62,8 @@ pub struct Limits {
     pub http2: bool,
     /// Most concurrent streams per HTTP/2 connection.
     pub max_concurrent_streams: u32,
+    /// Accept WebSocket upgrades.
+    pub websocket: bool,
 }
 
 /// The identity of a listening socket across reloads: its address, or for
@@ -571,6 +573,7 @@ pub fn compile(
                 body_read_timeout: l.body_read_timeout.0,
                 http2: l.http2,
                 max_concurrent_streams: l.max_concurrent_streams,
+                websocket: l.websocket,
             },
             trusted_proxies: l
                 .trusted_proxies

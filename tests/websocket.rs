@@ -148,3 +148,19 @@ async fn idle_sockets_close_and_max_in_flight_caps_open_ones() {
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_can_be_turned_off_per_listener() {
+    let up = ws_upstream().await;
+    let yaml = config(up, "").replace(
+        "address: 127.0.0.1:0 }",
+        "address: 127.0.0.1:0, websocket: false }",
+    );
+    let gw = start(&yaml);
+    let a = addr(&gw, "main");
+    // The upgrade headers are not forwarded, and a 101 the upstream sends anyway is refused.
+    let (_, head) = open(a).await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert_eq!(get(a, "/other").await.body, "plain");
+    gw.shutdown().await;
+}

@@ -99,6 +99,10 @@ pub struct ListenerDoc {
     /// Most concurrent streams per HTTP/2 connection.
     #[serde(default = "defaults::max_concurrent_streams")]
     pub max_concurrent_streams: u32,
+    /// Accept WebSocket (HTTP/1.1 upgrade) requests. Off saves about 0.5 µs
+    /// of CPU per request on listeners that never carry WebSockets.
+    #[serde(default = "defaults::yes")]
+    pub websocket: bool,
     /// Terminate TLS on this listener.
     pub tls: Option<TlsDoc>,
     /// Answer every request with a 308 redirect to `https://` on this port

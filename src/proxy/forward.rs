@@ -102,8 +102,9 @@ pub async fn forward(
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let started = Instant::now();
     // A WebSocket upgrade keeps its upgrade headers and, on `101`, is bridged.
-    let upgrade =
-        upgrade::websocket_upgrade(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
+    let upgrade = upgrade::websocket_upgrade(&req)
+        .filter(|_| f.listener.limits.websocket)
+        .map(|proto| (proto, hyper::upgrade::on(&mut req)));
     let a = f.action;
     // Admission first, so a request that will be refused costs little.
     let full = |what: &str| {
@@ -379,14 +380,15 @@ impl Call<'_> {
                                 route: permits.1,
                             };
                             if status == StatusCode::SWITCHING_PROTOCOLS {
-                                if let Some(client) = client_upgrade.take() {
-                                    return Ok(switch_protocols(
-                                        resp,
-                                        client,
-                                        held,
-                                        self.a.timeouts.read,
-                                    ));
-                                }
+                                return match client_upgrade.take() {
+                                    Some(client) => Ok(switch_protocols(resp, client, held, self.a.timeouts.read)),
+                                    // A switch nobody asked for cannot be relayed.
+                                    None => Err(GatewayError::new(
+                                        StatusCode::BAD_GATEWAY,
+                                        "upstream_error",
+                                        "the upstream switched protocols without an upgrade request",
+                                    )),
+                                };
                             }
                             return Ok(finish(resp, held, self.a.timeouts.read, self.deadline));
                         }
