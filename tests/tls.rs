@@ -567,3 +567,64 @@ async fn h2_is_negotiated_by_alpn() {
     assert!(String::from_utf8_lossy(&body).contains("\"x-forwarded-proto\":\"https\""));
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_ca_client_certificates_are_refused_and_expired_server_certificates_load_with_a_warning(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = ca();
+    let stranger = crate::ca();
+    std::fs::write(d.join("ca.pem"), ca.cert.pem()).expect("write ca");
+    leaf(&ca, &["api.example.test"], d, "api");
+    leaf(&ca, &["*.wild.test"], d, "wild");
+    leaf(&stranger, &["intruder.test"], d, "intruder");
+    let up = echo_upstream().await;
+    let auth = format!("      client_auth: {{ ca: '{}/ca.pem' }}\n", d.display());
+    let gw = start(&config(d, up.addr, &auth));
+    let a = addr(&gw, "secure");
+    // Server verification uses our CA; the client presents a certificate from another CA.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).expect("root");
+    let chain = vec![CertificateDer::from_pem_file(d.join("intruder.pem")).expect("cert")];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(d.join("intruder.key")).expect("key");
+    let cc = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client cert"),
+    );
+    if let Ok(mut tls) = connect(a, "api.example.test", cc).await {
+        let _ = tls
+            .write_all(b"GET / HTTP/1.1\r\nhost: api.example.test\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 64];
+        let got = tokio::time::timeout(Duration::from_secs(3), tls.read(&mut buf))
+            .await
+            .expect("answer in time");
+        assert!(
+            !matches!(got, Ok(n) if n > 0 && buf.starts_with(b"HTTP/1.1 200")),
+            "a foreign CA's certificate was accepted"
+        );
+    }
+    gw.shutdown().await;
+
+    // An expired server certificate still loads (with a warning), so a rotation in progress does not block a reload.
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["old.example.test".to_string()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2002, 1, 1);
+    let old = params.signed_by(&key, &ca.cert, &ca.key).expect("cert");
+    std::fs::write(d.join("api.pem"), old.pem()).expect("write");
+    std::fs::write(d.join("api.key"), key.serialize_pem()).expect("write");
+    assert!(portcullis::server::tls::warn_if_expired(
+        old.der(),
+        Path::new("api.pem")
+    ));
+    let gw = start(&config(d, up.addr, ""));
+    gw.shutdown().await;
+}

@@ -57,6 +57,25 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// Logs a warning for a certificate outside its validity period: clients
+/// will refuse it, but the configuration still loads (the operator may be
+/// mid-rotation). Returns true when it warned.
+pub fn warn_if_expired(cert: &CertificateDer<'_>, path: &Path) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let Ok((_, parsed)) = X509Certificate::from_der(cert) else {
+        return false;
+    };
+    if parsed.validity().is_valid() {
+        return false;
+    }
+    tracing::warn!(
+        certificate = %path.display(),
+        not_after = %parsed.validity().not_after,
+        "TLS certificate is outside its validity period; clients will refuse it"
+    );
+    true
+}
+
 /// A problem with the TLS settings: the field it concerns (relative to the
 /// listener's `tls`) and what is wrong.
 pub type TlsError = (String, String);
@@ -103,6 +122,7 @@ pub fn build(doc: &TlsDoc, base: &Path, http2: bool) -> Result<TlsSettings, TlsE
                 ),
             )
         })?;
+        warn_if_expired(&chain[0], &cert_path);
         let ck = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
             (
                 at("key"),
