@@ -70,7 +70,7 @@ async fn grpc_upstream() -> SocketAddr {
                     );
                     trailers.insert("grpc-message", "done".parse().expect("value"));
                     frames.push(Ok(Frame::trailers(trailers)));
-                    let body = StreamBody::new(futures_like::iter(frames));
+                    let body = StreamBody::new(IterStream(frames.into_iter()));
                     let mut resp = Response::new(body);
                     resp.headers_mut()
                         .insert("content-type", "application/grpc".parse().expect("value"));
@@ -83,23 +83,6 @@ async fn grpc_upstream() -> SocketAddr {
         }
     });
     addr
-}
-
-mod futures_like {
-    /// A stream over an iterator.
-    pub struct Iter<I>(I);
-    pub fn iter<T, I: IntoIterator<Item = T>>(items: I) -> Iter<I::IntoIter> {
-        Iter(items.into_iter())
-    }
-    impl<I: Iterator + Unpin> futures_core::Stream for Iter<I> {
-        type Item = I::Item;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<I::Item>> {
-            std::task::Poll::Ready(self.0.next())
-        }
-    }
 }
 
 struct Call {

@@ -167,19 +167,6 @@ async fn bodies_stream_both_ways() {
     gw.shutdown().await;
 }
 
-/// A stream over an iterator, for streaming request bodies.
-struct IterStream<I>(I);
-
-impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
-    type Item = I::Item;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<I::Item>> {
-        std::task::Poll::Ready(self.0.next())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_continue_is_answered_and_not_forwarded() {
     let up = echo_upstream().await;

@@ -584,20 +584,7 @@ async fn wrong_ca_client_certificates_are_refused_and_expired_server_certificate
     let gw = start(&config(d, up.addr, &auth));
     let a = addr(&gw, "secure");
     // Server verification uses our CA; the client presents a certificate from another CA.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert.der().clone()).expect("root");
-    let chain = vec![CertificateDer::from_pem_file(d.join("intruder.pem")).expect("cert")];
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(d.join("intruder.key")).expect("key");
-    let cc = Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("client cert"),
-    );
+    let cc = client_with_cert(&ca, d, "intruder");
     if let Ok(mut tls) = connect(a, "api.example.test", cc).await {
         let _ = tls
             .write_all(b"GET / HTTP/1.1\r\nhost: api.example.test\r\n\r\n")

@@ -232,10 +232,6 @@ impl Captures {
             .find(|(n, _)| &**n == name)
             .map(|(_, v)| v.as_str())
     }
-    /// True when nothing was captured.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// A host pattern: exact, leading wildcard, or any.

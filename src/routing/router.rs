@@ -151,16 +151,6 @@ impl Router {
         r
     }
 
-    /// Number of routes in this router.
-    pub fn len(&self) -> usize {
-        self.specs.len()
-    }
-
-    /// True when the router has no routes.
-    pub fn is_empty(&self) -> bool {
-        self.specs.is_empty()
-    }
-
     /// Finds the route for a request.
     pub fn lookup(&self, input: &RouteInput<'_>) -> Lookup {
         let mut best: Option<Cand> = None;

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use std::future::Future;
+use std::pin::Pin;
+
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -15,6 +18,7 @@ use tokio::sync::{watch, Notify};
 
 use std::net::SocketAddr;
 
+use crate::proxy::body::ResponseBody;
 use crate::proxy::{handle, ConnInfo, Shared};
 use crate::server::client_cert::ClientIdentity;
 use crate::snapshot::{Limits, ListenerKey};
@@ -135,6 +139,61 @@ async fn starts_with_h2_preface(stream: &TcpStream, wait: Duration) -> bool {
     tokio::time::timeout(wait, peek).await.unwrap_or(false)
 }
 
+/// A hyper server connection that can be asked to finish gracefully.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn begin_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for http1::Connection<I, S>
+where
+    http1::Connection<I, S>: Future<Output = Result<(), hyper::Error>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = ResponseBody>,
+{
+    fn begin_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S> Graceful for http1::UpgradeableConnection<I, S>
+where
+    http1::UpgradeableConnection<I, S>: Future<Output = Result<(), hyper::Error>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = ResponseBody>,
+{
+    fn begin_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S> Graceful for http2::Connection<I, S, TokioExecutor>
+where
+    http2::Connection<I, S, TokioExecutor>: Future<Output = Result<(), hyper::Error>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = ResponseBody>,
+    S::Future: Send + 'static,
+{
+    fn begin_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Runs a client connection until it ends, or, once `stop` fires, lets its
+/// in-flight requests finish and closes it.
+async fn drive<C: Graceful>(conn: C, mut stop: watch::Receiver<bool>, peer: SocketAddr) {
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().begin_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %peer, error = %e, "client connection ended with an error");
+    }
+}
+
 /// Serves HTTP/2 on `io`, with the listener's stream and header limits and
 /// hyper's guards against reset floods.
 async fn serve_h2<I>(
@@ -142,12 +201,12 @@ async fn serve_h2<I>(
     info: ConnInfo,
     limits: Limits,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     _guard: ConnGuard,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
@@ -164,18 +223,7 @@ async fn serve_h2<I>(
         let (shared, info) = (shared.clone(), info.clone());
         async move { Ok::<_, Infallible>(handle(req, &info, &shared).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            conn.as_mut().await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(peer = %peer, error = %e, "HTTP/2 client connection ended with an error");
-    }
+    drive(builder.serve_connection(TokioIo::new(io), svc), stop, peer).await;
 }
 
 async fn serve_http<I>(
@@ -183,7 +231,7 @@ async fn serve_http<I>(
     info: ConnInfo,
     limits: Limits,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     _guard: ConnGuard,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -204,30 +252,18 @@ async fn serve_http<I>(
         let (shared, info) = (shared.clone(), info.clone());
         async move { Ok::<_, Infallible>(handle(req, &info, &shared).await) }
     });
-    // Runs a connection future until it ends, or drains it when `stop` fires.
-    macro_rules! drive {
-        ($conn:expr) => {{
-            let conn = $conn;
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
-                }
-            }
-        }};
-    }
     // Upgrade support costs hyper some work on every request (about 0.5 µs
     // measured), so listeners that never carry WebSockets can turn it off.
-    let result = if limits.websocket {
-        drive!(builder
-            .serve_connection(TokioIo::new(io), svc)
-            .with_upgrades())
+    if limits.websocket {
+        drive(
+            builder
+                .serve_connection(TokioIo::new(io), svc)
+                .with_upgrades(),
+            stop,
+            peer,
+        )
+        .await;
     } else {
-        drive!(builder.serve_connection(TokioIo::new(io), svc))
-    };
-    if let Err(e) = result {
-        tracing::debug!(peer = %peer, error = %e, "client connection ended with an error");
+        drive(builder.serve_connection(TokioIo::new(io), svc), stop, peer).await;
     }
 }

@@ -52,11 +52,6 @@ impl Resolved {
         }
     }
 
-    /// The `host:port` this set resolves.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The next address to connect to, in rotation; `None` before the first
     /// successful lookup.
     pub fn pick(&self) -> Option<SocketAddr> {

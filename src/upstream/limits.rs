@@ -38,11 +38,6 @@ impl Limiter {
             .ok()
             .map(|_| Permit(self.current.clone()))
     }
-
-    /// The maximum.
-    pub fn max(&self) -> u32 {
-        self.max
-    }
 }
 
 /// Everything an upstream response holds until its body ends: the target's

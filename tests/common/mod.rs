@@ -309,3 +309,16 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (String, boo
 pub fn listeners(workers: usize) -> String {
     format!("gateway: {{ workers: {workers}, shutdown_grace: 5s }}\nlisteners:\n  - {{ name: main, address: 127.0.0.1:0 }}\n")
 }
+
+/// A stream over an iterator, for streamed request and response bodies.
+pub struct IterStream<I>(pub I);
+
+impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
+    type Item = I::Item;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<I::Item>> {
+        std::task::Poll::Ready(self.0.next())
+    }
+}
