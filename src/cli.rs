@@ -74,7 +74,8 @@ fn validate(path: &std::path::Path) -> ExitCode {
         }
     };
     let pools = crate::upstream::UpstreamRegistry::default();
-    match crate::snapshot::compile(&loaded, 1, 1, &pools) {
+    let state = crate::plugins::StateStore::default();
+    match crate::snapshot::compile(&loaded, 1, 1, &pools, &state) {
         Ok(s) => {
             println!(
                 "{}: ok ({} listeners, {} upstreams, {} routes)",

@@ -74,6 +74,10 @@ struct Control {
     resolvers: HashMap<(String, std::time::Duration), tokio::task::AbortHandle>,
     /// How names are looked up.
     lookup: Lookup,
+    /// Plugin state kept across reloads (key sets, caches).
+    plugin_state: crate::plugins::StateStore,
+    /// Running plugin background tasks, by key.
+    background: HashMap<String, tokio::task::AbortHandle>,
 }
 
 /// A running gateway. Dropping it stops the workers without draining; call
@@ -97,10 +101,13 @@ impl Gateway {
         let n = worker_count(loaded.doc.gateway.workers);
         let workers = Workers::spawn(n).map_err(ApplyError::Workers)?;
         let pools = UpstreamRegistry::default();
-        let snap = compile(&loaded, 1, n, &pools).map_err(|errors| ConfigErrors {
-            source_name: loaded.source_name.clone(),
-            errors,
-        })?;
+        let plugin_state = crate::plugins::StateStore::default();
+        plugin_state.begin();
+        let snap =
+            compile(&loaded, 1, n, &pools, &plugin_state).map_err(|errors| ConfigErrors {
+                source_name: loaded.source_name.clone(),
+                errors,
+            })?;
         let mut control = Control {
             source,
             listeners: HashMap::new(),
@@ -110,6 +117,8 @@ impl Gateway {
             probes: HashMap::new(),
             resolvers: HashMap::new(),
             lookup,
+            plugin_state,
+            background: HashMap::new(),
         };
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
@@ -154,13 +163,17 @@ impl Gateway {
             );
         }
         let revision = c.revision + 1;
-        let snap = compile(&loaded, revision, n, &c.pools).map_err(|errors| ConfigErrors {
-            source_name: loaded.source_name.clone(),
-            errors,
+        let generation = c.plugin_state.begin();
+        let snap = compile(&loaded, revision, n, &c.pools, &c.plugin_state).map_err(|errors| {
+            ConfigErrors {
+                source_name: loaded.source_name.clone(),
+                errors,
+            }
         })?;
         let snap = Arc::new(snap);
         let fresh = bind_new(&c, &snap)?;
         self.shared.snapshot.store(snap.clone());
+        c.plugin_state.retain_generation(generation);
         c.revision = revision;
         install(&mut c, &snap, fresh, &self.shared, &self.tracker);
         tracing::info!(
@@ -293,6 +306,33 @@ fn sync_resolvers(c: &mut Control, snap: &Snapshot) {
     }
 }
 
+/// Keeps one task per plugin background job (JWKS refreshes) that `snap`
+/// needs, like [`sync_probes`]; the jobs' state lives in the plugin state
+/// store, so a restarted job keeps what it had fetched.
+fn sync_background(c: &mut Control, snap: &Snapshot) {
+    let wanted: HashMap<&str, &Arc<dyn crate::plugins::Background>> = snap
+        .background
+        .iter()
+        .map(|(k, b)| (k.as_str(), b))
+        .collect();
+    c.background.retain(|key, task| {
+        let keep = wanted.contains_key(key.as_str());
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    let handles = c.workers.handles();
+    for (key, job) in wanted {
+        if c.background.contains_key(key) {
+            continue;
+        }
+        let handle = &handles[c.background.len() % handles.len()];
+        let task = handle.spawn(job.clone().run());
+        c.background.insert(key.to_string(), task.abort_handle());
+    }
+}
+
 /// Binds the listener addresses of `snap` that are not bound yet.
 fn bind_new(c: &Control, snap: &Snapshot) -> Result<Vec<(ListenerKey, BoundListener)>, ApplyError> {
     let mut fresh = Vec::new();
@@ -326,6 +366,7 @@ fn install(
     }
     sync_probes(c, snap);
     sync_resolvers(c, snap);
+    sync_background(c, snap);
     c.listeners.retain(|key, bound| {
         let keep = snap.listener(*key).is_some();
         if !keep {

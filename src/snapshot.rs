@@ -221,6 +221,8 @@ pub struct Route {
     pub action: Action,
     /// Body limit override.
     pub max_body_size: Option<u64>,
+    /// The access plugins (global and the route's own), in run order.
+    pub chain: Arc<crate::plugins::Chain>,
 }
 
 /// The immutable configuration every request reads.
@@ -238,6 +240,12 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     /// Upstreams, in config order.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// Consumers and their credentials.
+    pub consumers: Arc<crate::plugins::Consumers>,
+    /// Headers that carry the caller's identity upstream.
+    pub identity_headers: crate::plugins::compile::IdentityHeaders,
+    /// Background work the plugins need while this snapshot is live.
+    pub background: Vec<(String, Arc<dyn crate::plugins::Background>)>,
 }
 
 impl Snapshot {
@@ -262,6 +270,7 @@ pub fn compile(
     revision: u64,
     workers: usize,
     pools: &UpstreamRegistry,
+    plugin_state: &crate::plugins::StateStore,
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let doc: &Document = &loaded.doc;
     let mut errors = Vec::new();
@@ -289,6 +298,15 @@ pub fn compile(
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| std::path::PathBuf::from("."), |p| p.to_path_buf()),
+    };
+    let plugins = match crate::plugins::compile::compile(doc, &config_dir, plugin_state) {
+        Ok(p) => p,
+        Err(list) => {
+            for (path, msg) in list {
+                err(path, msg);
+            }
+            crate::plugins::compile::Compiled::default()
+        }
     };
     let mut upstreams: Vec<(Arc<Upstream>, PoolKey)> = Vec::new();
     for (i, u) in doc.upstreams.iter().enumerate() {
@@ -546,6 +564,7 @@ pub fn compile(
             paths,
             action,
             max_body_size: r.max_body_size.map(|s| s.0),
+            chain: plugins.chains.get(i).cloned().unwrap_or_default(),
         });
     }
 
@@ -604,6 +623,9 @@ pub fn compile(
         listeners,
         routes,
         upstreams: upstreams.into_iter().map(|(u, _)| u).collect(),
+        consumers: plugins.consumers,
+        identity_headers: plugins.identity_headers,
+        background: plugins.background,
     })
 }
 

@@ -47,6 +47,8 @@ pub struct GatewaySettings {
     pub request_id_header: String,
     /// How often the config file is checked for changes (`0s` disables watching; SIGHUP still reloads).
     pub watch_interval: HumanDuration,
+    /// Headers that tell the upstream who is calling.
+    pub identity_headers: IdentityHeadersDoc,
 }
 
 impl Default for GatewaySettings {
@@ -57,6 +59,7 @@ impl Default for GatewaySettings {
             via: false,
             request_id_header: "x-request-id".into(),
             watch_interval: HumanDuration(std::time::Duration::from_secs(1)),
+            identity_headers: IdentityHeadersDoc::default(),
         }
     }
 }
@@ -664,15 +667,67 @@ pub struct ConsumerDoc {
     /// Credentials that identify this consumer.
     #[serde(default)]
     pub credentials: CredentialsDoc,
+    /// Plugins that apply once this consumer is identified (replacing the
+    /// route's plugin of the same name).
+    #[serde(default)]
+    pub plugins: Vec<PluginDoc>,
 }
 
 /// A consumer's credentials. Checked by the authentication plugins.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsDoc {
-    /// API keys (use `${ENV}` references, not inline secrets).
+    /// API keys for `key_auth`: the key (use `${ENV}` references, not inline
+    /// secrets) or `sha256:` and the hex SHA-256 of the key.
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// Username and password hash pairs for `basic_auth`.
+    #[serde(default)]
+    pub basic: Vec<BasicCredentialDoc>,
+    /// Token subjects (`jwt` and `oauth2_introspection` claim values) that
+    /// identify this consumer.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Client certificates for `mtls_auth`: a subject (`CN=app,O=Example`),
+    /// a SAN (`DNS:app.example.com`) or `sha256:` and a fingerprint.
+    #[serde(default)]
+    pub certificates: Vec<String>,
+}
+
+/// A `basic_auth` credential.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicCredentialDoc {
+    /// The username.
+    pub username: String,
+    /// A bcrypt (`$2b$…`) or argon2 (`$argon2id$…`) hash; never plain text.
+    pub password: String,
+}
+
+/// Headers that carry the authenticated identity to the upstream. Incoming
+/// copies are always removed, so clients cannot claim an identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityHeadersDoc {
+    /// The consumer's name (empty to not send it).
+    pub consumer: String,
+    /// The caller's groups, comma-separated.
+    pub groups: String,
+    /// The token subject or consumer name.
+    pub subject: String,
+    /// Set to `true` on requests let in as the anonymous consumer.
+    pub anonymous: String,
+}
+
+impl Default for IdentityHeadersDoc {
+    fn default() -> Self {
+        IdentityHeadersDoc {
+            consumer: "x-consumer-name".into(),
+            groups: "x-consumer-groups".into(),
+            subject: "x-authenticated-subject".into(),
+            anonymous: "x-anonymous-consumer".into(),
+        }
+    }
 }
 
 /// A plugin attachment: a one-key mapping `{plugin_name: config}`.

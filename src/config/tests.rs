@@ -133,7 +133,7 @@ fn malformed_yaml_is_positioned() {
 #[test]
 fn actions_redirects_and_plugins_are_checked() {
     let text = errors(&format!(
-        "{BASE}routes:\n  - name: none\n  - name: two\n    respond: {{}}\n    redirect: {{ location: /x }}\n  - name: red\n    match: {{ paths: ['/a/{{id}}'] }}\n    redirect: {{ status: 200, location: '/b/{{idd}}' }}\n  - name: p\n    respond: {{}}\n    plugins: [{{ key_auth: {{}} }}]\n  - name: s\n    respond: {{ status: 99 }}\n    strip_prefix: true\n"
+        "{BASE}routes:\n  - name: none\n  - name: two\n    respond: {{}}\n    redirect: {{ location: /x }}\n  - name: red\n    match: {{ paths: ['/a/{{id}}'] }}\n    redirect: {{ status: 200, location: '/b/{{idd}}' }}\n  - name: p\n    respond: {{}}\n    plugins: [{{ key_auht: {{}} }}]\n  - name: s\n    respond: {{ status: 99 }}\n    strip_prefix: true\n"
     ))
     .join("\n");
     for needle in [
@@ -141,8 +141,8 @@ fn actions_redirects_and_plugins_are_checked() {
         "routes[1] (line 5, col 5): a route takes only one",
         "routes[2].redirect.status",
         "`{idd}` is not a capture",
-        "routes[3].plugins[0].key_auth",
-        "unknown plugin `key_auth`",
+        "routes[3].plugins[0].key_auht",
+        "unknown plugin `key_auht`; known plugins: ip_restriction, cors, key_auth",
         "routes[4].respond.status",
         "routes[4].strip_prefix",
     ] {

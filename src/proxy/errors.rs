@@ -2,6 +2,7 @@
 //! `{"error": {"status", "code", "message", "request_id"}}`. Messages never
 //! carry internals (upstream addresses, file paths).
 
+use http::header::HeaderName;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::{full, ResponseBody};
@@ -18,6 +19,8 @@ pub struct GatewayError {
     pub message: String,
     /// Ask hyper to close the client connection after this response.
     pub close: bool,
+    /// Extra response headers (`WWW-Authenticate`, `Retry-After`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl GatewayError {
@@ -28,7 +31,14 @@ impl GatewayError {
             code,
             message: message.into(),
             close: false,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header (appended, so several challenges can coexist).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     /// Marks the connection to be closed after the response (for framing errors).
@@ -83,6 +93,9 @@ impl GatewayError {
         if let Ok(v) = HeaderValue::from_str(self.code) {
             h.insert("x-portcullis-error", v);
         }
+        for (name, value) in self.headers {
+            h.append(name, value);
+        }
         resp
     }
 
@@ -106,6 +119,9 @@ impl GatewayError {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.close {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        for (name, value) in self.headers {
+            h.append(name, value);
         }
         resp
     }

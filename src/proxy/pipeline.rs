@@ -9,16 +9,18 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::body::ResponseBody;
 use super::errors::GatewayError;
 use super::{actions, forward, request_id};
+use crate::plugins::chain::Stop;
+use crate::plugins::{cors, Access};
 use crate::routing::normalize::normalize_path;
-use crate::routing::{Lookup, RouteInput};
-use crate::snapshot::{Action, Listener, ListenerKey, Snapshot};
+use crate::routing::{Lookup, PathPattern, RouteInput};
+use crate::snapshot::{Action, Listener, ListenerKey, Route, Snapshot};
 use crate::upstream::balancer::HashKey;
 
 /// State shared by every connection: the current snapshot.
@@ -81,7 +83,7 @@ pub async fn handle(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let mut resp = match snap.listener(conn.listener) {
-        Some(listener) => match route_and_act(req, conn, &snap, listener, &rid).await {
+        Some(listener) => match route_and_act(req, conn, &snap, listener, &rid, grpc).await {
             Ok(r) => r,
             Err(e) if grpc => e.into_grpc_response(),
             Err(e) => e.into_response(&rid),
@@ -263,6 +265,7 @@ async fn route_and_act(
     snap: &Snapshot,
     listener: &Listener,
     rid: &HeaderValue,
+    grpc: bool,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     check_request(&req, listener)?;
     let host = request_host(&req)?;
@@ -270,13 +273,31 @@ async fn route_and_act(
         return https_redirect(host.as_deref(), port, &req);
     }
     let path = normalize_path(req.uri().path());
-    let lookup = listener.router.lookup(&RouteInput {
+    let input = RouteInput {
         host: host.as_deref().unwrap_or(""),
         path: &path,
         method: req.method(),
         headers: req.headers(),
         query: req.uri().query(),
-    });
+    };
+    let mut lookup = listener.router.lookup(&input);
+    // A CORS preflight is routed like the request it announces, unless a
+    // route takes OPTIONS itself.
+    if !matches!(lookup, Lookup::Found(_)) && cors::is_preflight(req.method(), req.headers()) {
+        let announced = req
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+            .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
+        if let Some(method) = announced {
+            let again = listener.router.lookup(&RouteInput {
+                method: &method,
+                ..input
+            });
+            if matches!(again, Lookup::Found(_)) {
+                lookup = again;
+            }
+        }
+    }
     let m = match lookup {
         Lookup::Found(m) => m,
         Lookup::NotFound => {
@@ -320,7 +341,86 @@ async fn route_and_act(
         )
         .closing());
     }
+    let mut req = req;
+    let mut body_limit = limit;
+    let mut extra = Vec::new();
+    if route.chain.is_empty() {
+        // Clients never get to claim an identity, plugins or not.
+        snap.identity_headers.apply(req.headers_mut(), None);
+    } else {
+        let mut cx = Access::new(
+            &mut req,
+            conn,
+            &listener.trusted_proxies,
+            &route.name,
+            &snap.consumers,
+            limit,
+            grpc,
+        );
+        let outcome = route.chain.run(&mut cx).await;
+        body_limit = cx.body_limit;
+        extra = std::mem::take(&mut cx.response_headers);
+        let identity = cx.identity.take();
+        let early = match outcome {
+            Ok(()) => {
+                snap.identity_headers
+                    .apply(req.headers_mut(), identity.as_ref());
+                None
+            }
+            Err(Stop::Reject(e)) => Some(render(e, grpc, rid)),
+            Err(Stop::Respond(r)) => Some(*r),
+        };
+        if let Some(mut resp) = early {
+            add_headers(&mut resp, extra);
+            return Ok(resp);
+        }
+    }
     let pattern = m.path.map(|i| &route.paths[i as usize]);
+    let result = act(req, conn, snap, listener, rid, route, pattern, body_limit).await;
+    if extra.is_empty() {
+        return result;
+    }
+    let mut resp = result.unwrap_or_else(|e| render(e, grpc, rid));
+    add_headers(&mut resp, extra);
+    Ok(resp)
+}
+
+/// A gateway error as the client expects it (gRPC status or JSON).
+fn render(e: GatewayError, grpc: bool, rid: &HeaderValue) -> Response<ResponseBody> {
+    if grpc {
+        e.into_grpc_response()
+    } else {
+        e.into_response(rid)
+    }
+}
+
+/// Adds the headers plugins asked for: `Vary` is appended, others replace.
+fn add_headers(resp: &mut Response<ResponseBody>, extra: Vec<(HeaderName, HeaderValue)>) {
+    let h = resp.headers_mut();
+    for (name, value) in extra {
+        if name == header::VARY {
+            h.append(name, value);
+        } else {
+            h.insert(name, value);
+        }
+    }
+}
+
+/// Runs the route's action: respond, redirect or proxy (through a split).
+#[allow(clippy::too_many_arguments)]
+async fn act(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    snap: &Snapshot,
+    listener: &Listener,
+    rid: &HeaderValue,
+    route: &Route,
+    pattern: Option<&PathPattern>,
+    limit: u64,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    // Normalized again rather than carried over: the plugins held the
+    // request mutably in between (a scan; it allocates only if it changes).
+    let path = normalize_path(req.uri().path());
     let (a, set_cookie) = match &route.action {
         Action::Respond(a) => return Ok(actions::respond(a, pattern, &path)),
         Action::Redirect(a) => return Ok(actions::redirect(a, pattern, &path, req.uri().query())),

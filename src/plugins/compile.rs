@@ -1,0 +1,148 @@
+//! Builds the plugin side of a snapshot: consumers (with their plugins),
+//! global plugins, each route's chain, the identity headers, and the list
+//! of background tasks the plugins need.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{Background, BuildContext, BuildError, Chain, Consumers, Identity, StateStore};
+use crate::config::{Document, IdentityHeadersDoc};
+
+/// The plugin side of a snapshot.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    /// Every consumer and its credentials.
+    pub consumers: Arc<Consumers>,
+    /// One chain per route, in the document's order.
+    pub chains: Vec<Arc<Chain>>,
+    /// Background tasks by stable key (JWKS refreshes).
+    pub background: Vec<(String, Arc<dyn Background>)>,
+    /// Where the identity goes upstream.
+    pub identity_headers: IdentityHeaders,
+}
+
+/// Builds everything; all errors are collected, with full paths.
+pub fn compile(
+    doc: &Document,
+    config_dir: &Path,
+    state: &StateStore,
+) -> Result<Compiled, Vec<BuildError>> {
+    let mut errors = Vec::new();
+    let mut background = Vec::new();
+    let names: Vec<&str> = doc.consumers.iter().map(|c| c.name.as_str()).collect();
+    let mut cx = BuildContext {
+        path: "",
+        config_dir,
+        consumer_names: &names,
+        state,
+        background: &mut background,
+    };
+    let (consumers, e) = super::consumers::compile(&doc.consumers, &mut cx);
+    errors.extend(e);
+    let mut build_list =
+        |list: &[crate::config::PluginDoc], at: &str, errors: &mut Vec<BuildError>| {
+            let mut out = Vec::new();
+            for (j, p) in list.iter().enumerate() {
+                let path = format!("{at}[{j}]");
+                let mut inner = BuildContext {
+                    path: &path,
+                    config_dir,
+                    consumer_names: &names,
+                    state,
+                    background: &mut background,
+                };
+                match super::build(p, &mut inner) {
+                    Ok(p) => out.push(p),
+                    Err(e) => errors.extend(e),
+                }
+            }
+            out
+        };
+    let global = build_list(&doc.plugins, "plugins", &mut errors);
+    let mut chains = Vec::new();
+    for (i, r) in doc.routes.iter().enumerate() {
+        let own = build_list(&r.plugins, &format!("routes[{i}].plugins"), &mut errors);
+        for (j, p) in own.iter().enumerate() {
+            if own[..j].iter().any(|q| q.name() == p.name()) {
+                errors.push((
+                    format!("routes[{i}].plugins[{j}]"),
+                    format!("`{}` is attached twice to this route", p.name()),
+                ));
+            }
+        }
+        chains.push(Arc::new(Chain::new(&global, &own, &consumers)));
+    }
+    let identity_headers = match IdentityHeaders::new(&doc.gateway.identity_headers) {
+        Ok(h) => h,
+        Err(e) => {
+            errors.push(e);
+            IdentityHeaders::default()
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Compiled {
+        consumers: Arc::new(consumers),
+        chains,
+        background,
+        identity_headers,
+    })
+}
+
+/// The headers that carry the caller's identity upstream.
+#[derive(Debug, Default, Clone)]
+pub struct IdentityHeaders {
+    consumer: Option<HeaderName>,
+    groups: Option<HeaderName>,
+    subject: Option<HeaderName>,
+    anonymous: Option<HeaderName>,
+}
+
+impl IdentityHeaders {
+    fn new(doc: &IdentityHeadersDoc) -> Result<IdentityHeaders, BuildError> {
+        let name = |field: &str, v: &str| -> Result<Option<HeaderName>, BuildError> {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            super::header_name(&format!("gateway.identity_headers.{field}"), v).map(Some)
+        };
+        Ok(IdentityHeaders {
+            consumer: name("consumer", &doc.consumer)?,
+            groups: name("groups", &doc.groups)?,
+            subject: name("subject", &doc.subject)?,
+            anonymous: name("anonymous", &doc.anonymous)?,
+        })
+    }
+
+    /// Removes any client-sent copies, then describes `identity`.
+    pub fn apply(&self, headers: &mut HeaderMap, identity: Option<&Identity>) {
+        for h in [&self.consumer, &self.groups, &self.subject, &self.anonymous]
+            .into_iter()
+            .flatten()
+        {
+            headers.remove(h);
+        }
+        let Some(id) = identity else { return };
+        let mut set = |name: &Option<HeaderName>, value: &str| {
+            if let (Some(n), Ok(v)) = (name, HeaderValue::from_str(value)) {
+                headers.insert(n.clone(), v);
+            }
+        };
+        if let Some(c) = &id.consumer {
+            set(&self.consumer, &c.name);
+        }
+        if !id.groups.is_empty() {
+            let groups: Vec<&str> = id.groups.iter().map(|g| &**g).collect();
+            set(&self.groups, &groups.join(","));
+        }
+        if !id.subject.is_empty() {
+            set(&self.subject, &id.subject);
+        }
+        if id.anonymous {
+            set(&self.anonymous, "true");
+        }
+    }
+}

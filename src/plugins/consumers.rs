@@ -1,0 +1,196 @@
+//! Consumers: the named callers of the API, with their groups, metadata,
+//! credentials and consumer-scoped plugins. Compiled once per snapshot into
+//! lookup tables the authentication plugins use; secrets are kept only as
+//! hashes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::credentials::{sha256, PasswordHash};
+use super::{BuildContext, BuildError, Phase, Plugin};
+use crate::config::ConsumerDoc;
+
+/// A configured caller.
+#[derive(Debug)]
+pub struct Consumer {
+    /// Unique name (forwarded upstream and used in logs and limits).
+    pub name: Arc<str>,
+    /// Groups, for `acl` and per-group limits.
+    pub groups: Vec<Arc<str>>,
+    /// Free-form labels.
+    pub metadata: BTreeMap<String, String>,
+    /// Plugins that apply once this consumer is known, in phase order.
+    pub plugins: Vec<Arc<dyn Plugin>>,
+}
+
+/// Every consumer of a snapshot, indexed by each kind of credential.
+#[derive(Debug, Default)]
+pub struct Consumers {
+    by_name: HashMap<String, Arc<Consumer>>,
+    /// SHA-256 of each API key.
+    api_keys: HashMap<[u8; 32], Arc<Consumer>>,
+    /// Basic-auth username → password hash.
+    basic: HashMap<String, (Arc<PasswordHash>, Arc<Consumer>)>,
+    /// Token subjects (JWT claims, introspection results).
+    subjects: HashMap<String, Arc<Consumer>>,
+    /// Client-certificate subjects, SANs and `sha256:` fingerprints.
+    certificates: HashMap<String, Arc<Consumer>>,
+}
+
+impl Consumers {
+    /// The consumer named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Consumer>> {
+        self.by_name.get(name)
+    }
+
+    /// The consumer holding the API key whose SHA-256 is `digest`.
+    pub fn by_api_key(&self, digest: &[u8; 32]) -> Option<&Arc<Consumer>> {
+        // The map compares digests, not keys: timing reveals at most a prefix
+        // of a hash, which says nothing about any key. The final comparison
+        // is constant-time anyway.
+        let (stored, consumer) = self.api_keys.get_key_value(digest)?;
+        super::credentials::constant_time_eq(stored, digest).then_some(consumer)
+    }
+
+    /// The password hash and consumer of a basic-auth username.
+    pub fn by_username(&self, user: &str) -> Option<&(Arc<PasswordHash>, Arc<Consumer>)> {
+        self.basic.get(user)
+    }
+
+    /// The consumer a token subject (claim value) maps to.
+    pub fn by_subject(&self, subject: &str) -> Option<&Arc<Consumer>> {
+        self.subjects.get(subject)
+    }
+
+    /// The consumer a client-certificate name (subject, SAN or `sha256:`
+    /// fingerprint) maps to.
+    pub fn by_certificate(&self, name: &str) -> Option<&Arc<Consumer>> {
+        self.certificates.get(name)
+    }
+
+    /// How many consumers there are.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// Builds the consumers and their plugins; errors carry full paths.
+pub fn compile(docs: &[ConsumerDoc], cx: &mut BuildContext<'_>) -> (Consumers, Vec<BuildError>) {
+    let mut out = Consumers::default();
+    let mut errors = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let at = format!("consumers[{i}]");
+        let mut plugins = Vec::new();
+        for (j, p) in doc.plugins.iter().enumerate() {
+            let path = format!("{at}.plugins[{j}]");
+            let mut inner = BuildContext {
+                path: &path,
+                config_dir: cx.config_dir,
+                consumer_names: cx.consumer_names,
+                state: cx.state,
+                background: cx.background,
+            };
+            match super::build(p, &mut inner) {
+                Ok(p) if p.phase() == Phase::Authentication => errors.push((
+                    format!("{path}.{}", p.name()),
+                    "authentication plugins cannot be attached to a consumer (the consumer is \
+                     not known before authentication); attach it to the route or globally"
+                        .into(),
+                )),
+                Ok(p) if p.phase() == Phase::Cors => errors.push((
+                    format!("{path}.{}", p.name()),
+                    "`cors` cannot be attached to a consumer: a preflight carries no \
+                     credentials; attach it to the route or globally"
+                        .into(),
+                )),
+                Ok(p) => plugins.push(p),
+                Err(e) => errors.extend(e),
+            }
+        }
+        plugins.sort_by_key(|p| p.phase());
+        let consumer = Arc::new(Consumer {
+            name: Arc::from(doc.name.as_str()),
+            groups: doc.groups.iter().map(|g| Arc::from(g.as_str())).collect(),
+            metadata: doc.metadata.clone(),
+            plugins,
+        });
+        out.by_name.insert(doc.name.clone(), consumer.clone());
+        let creds = &doc.credentials;
+        for (j, key) in creds.api_keys.iter().enumerate() {
+            let path = format!("{at}.credentials.api_keys[{j}]");
+            let digest = match key.strip_prefix("sha256:") {
+                Some(hex) => match super::credentials::parse_hex32(hex) {
+                    Some(d) => d,
+                    None => {
+                        errors.push((
+                            path,
+                            "a hashed key is `sha256:` and 64 hex digits (the SHA-256 of the key)"
+                                .into(),
+                        ));
+                        continue;
+                    }
+                },
+                None => sha256(key.as_bytes()),
+            };
+            if let Some(other) = out.api_keys.insert(digest, consumer.clone()) {
+                errors.push((
+                    path,
+                    format!(
+                        "this API key also belongs to consumer `{}`; keys must be unique",
+                        other.name
+                    ),
+                ));
+            }
+        }
+        for (j, b) in creds.basic.iter().enumerate() {
+            let path = format!("{at}.credentials.basic[{j}]");
+            match PasswordHash::parse(&b.password) {
+                Ok(hash) => {
+                    if out
+                        .basic
+                        .insert(b.username.clone(), (Arc::new(hash), consumer.clone()))
+                        .is_some()
+                    {
+                        errors.push((
+                            format!("{path}.username"),
+                            format!(
+                                "username `{}` is used twice; usernames must be unique",
+                                b.username
+                            ),
+                        ));
+                    }
+                }
+                Err(msg) => errors.push((format!("{path}.password"), msg)),
+            }
+        }
+        for (j, s) in creds.subjects.iter().enumerate() {
+            if let Some(other) = out.subjects.insert(s.clone(), consumer.clone()) {
+                errors.push((
+                    format!("{at}.credentials.subjects[{j}]"),
+                    format!("subject `{s}` also belongs to consumer `{}`", other.name),
+                ));
+            }
+        }
+        for (j, c) in creds.certificates.iter().enumerate() {
+            let name = match c.strip_prefix("sha256:") {
+                Some(fp) => format!("sha256:{}", fp.to_ascii_lowercase().replace(':', "")),
+                None => c.clone(),
+            };
+            if let Some(other) = out.certificates.insert(name, consumer.clone()) {
+                errors.push((
+                    format!("{at}.credentials.certificates[{j}]"),
+                    format!(
+                        "certificate `{c}` also belongs to consumer `{}`",
+                        other.name
+                    ),
+                ));
+            }
+        }
+    }
+    (out, errors)
+}

@@ -1,0 +1,191 @@
+//! What a plugin sees of a request during the access step, and the caller's
+//! identity that authentication establishes for later phases.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Request;
+use hyper::body::Incoming;
+use ipnet::IpNet;
+
+use super::consumers::{Consumer, Consumers};
+use crate::proxy::pipeline::ConnInfo;
+
+/// Who is calling, once an authentication plugin (or the anonymous
+/// fallback) has said so.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The configured consumer, when the credential maps to one. A JWT or an
+    /// introspected token may be valid without naming a known consumer.
+    pub consumer: Option<Arc<Consumer>>,
+    /// The consumer's name, or the token's subject when there is no consumer.
+    pub subject: String,
+    /// The consumer's groups plus any groups the token carries.
+    pub groups: Vec<Arc<str>>,
+    /// The plugin that authenticated the request (`key_auth`, `jwt`, …).
+    pub method: &'static str,
+    /// Set for the anonymous fallback consumer (no credential was presented).
+    pub anonymous: bool,
+}
+
+impl Identity {
+    /// The identity of a known consumer.
+    pub fn of(consumer: Arc<Consumer>, method: &'static str) -> Identity {
+        Identity {
+            subject: consumer.name.to_string(),
+            groups: consumer.groups.clone(),
+            consumer: Some(consumer),
+            method,
+            anonymous: false,
+        }
+    }
+}
+
+/// One request as the access plugins see it.
+pub struct Access<'r> {
+    /// The request; plugins may read and change its head (strip a credential,
+    /// add a header for the upstream). Its body is not read here.
+    pub req: &'r mut Request<Incoming>,
+    /// The client connection (peer address, verified client certificate).
+    pub conn: &'r ConnInfo,
+    /// The listener's trusted proxies, for the client address.
+    pub trusted_proxies: &'r [IpNet],
+    /// The matched route's name.
+    pub route: &'r str,
+    /// The snapshot's consumers and their credentials.
+    pub consumers: &'r Consumers,
+    /// Who is calling; set by the authentication phase.
+    pub identity: Option<Identity>,
+    /// The request body limit; `request_size_limit` lowers it.
+    pub body_limit: u64,
+    /// Headers added to whatever response the request gets (CORS); `Vary`
+    /// is appended, the others replace what the upstream sent.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Whether the client speaks gRPC (errors become gRPC statuses).
+    pub grpc: bool,
+    client_ip: Option<IpAddr>,
+}
+
+impl<'r> Access<'r> {
+    /// Starts the access step for one request.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        req: &'r mut Request<Incoming>,
+        conn: &'r ConnInfo,
+        trusted_proxies: &'r [IpNet],
+        route: &'r str,
+        consumers: &'r Consumers,
+        body_limit: u64,
+        grpc: bool,
+    ) -> Access<'r> {
+        Access {
+            req,
+            conn,
+            trusted_proxies,
+            route,
+            consumers,
+            identity: None,
+            body_limit,
+            response_headers: Vec::new(),
+            grpc,
+            client_ip: None,
+        }
+    }
+
+    /// The client's address: the peer, or when the peer is a trusted proxy
+    /// the first untrusted address in `X-Forwarded-For` from the right.
+    pub fn client_ip(&mut self) -> IpAddr {
+        if let Some(ip) = self.client_ip {
+            return ip;
+        }
+        let ip = client_address(self.conn.peer, self.req.headers(), self.trusted_proxies);
+        self.client_ip = Some(ip);
+        ip
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &HeaderMap {
+        self.req.headers()
+    }
+}
+
+/// The client address behind any trusted proxies (see [`Access::client_ip`]).
+pub fn client_address(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let mut client = peer.ip();
+    if !is_trusted(&client) {
+        return client;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for entry in entries.iter().rev() {
+        // An unparsable entry ends the walk: what is left of it is unverifiable.
+        let Some(ip) = parse_forwarded_ip(entry.trim()) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// Reads `1.2.3.4`, `1.2.3.4:80`, `::1` or `[::1]:80`.
+fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    s.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", v.parse().expect("value"));
+        h
+    }
+
+    #[test]
+    fn client_address_trusts_only_configured_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
+        let proxy: SocketAddr = "10.0.0.5:4000".parse().expect("addr");
+        let stranger: SocketAddr = "203.0.113.9:4000".parse().expect("addr");
+        // From an untrusted peer the header is ignored.
+        assert_eq!(
+            client_address(stranger, &xff("1.1.1.1"), &trusted),
+            stranger.ip()
+        );
+        // Through trusted hops, the first untrusted address from the right.
+        assert_eq!(
+            client_address(proxy, &xff("6.6.6.6, 198.51.100.7, 10.1.1.1"), &trusted),
+            "198.51.100.7".parse::<IpAddr>().expect("ip")
+        );
+        assert_eq!(
+            client_address(proxy, &xff("[2001:db8::1]:443"), &trusted),
+            "2001:db8::1".parse::<IpAddr>().expect("ip")
+        );
+        // Garbage stops the walk at the last verified hop.
+        assert_eq!(
+            client_address(proxy, &xff("1.1.1.1, garbage"), &trusted),
+            proxy.ip()
+        );
+        assert_eq!(
+            client_address(proxy, &HeaderMap::new(), &trusted),
+            proxy.ip()
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Plugin state that outlives a snapshot (key sets, token caches, password
+//! verification caches), kept by a stable identity such as the JWKS URL, so
+//! a reload that keeps a plugin's settings keeps its warm state. Entries no
+//! snapshot uses any more are dropped after each successful apply.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+/// Work a plugin needs done in the background while a snapshot uses it
+/// (refreshing a key set). The gateway runs one task per key and stops it
+/// when no snapshot needs it.
+pub trait Background: Send + Sync + std::fmt::Debug {
+    /// Runs until aborted.
+    fn run(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+type Entry = (Arc<dyn Any + Send + Sync>, u64);
+
+/// Shared plugin state by (type, identity).
+#[derive(Debug, Default)]
+pub struct StateStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<(TypeId, String), Entry>,
+    generation: u64,
+}
+
+impl StateStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The map stays consistent even if a holder panicked.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts building a snapshot: entries it asks for are marked as used.
+    pub fn begin(&self) -> u64 {
+        let mut g = self.lock();
+        g.generation += 1;
+        g.generation
+    }
+
+    /// The state of type `T` with identity `key`, created by `init` if new.
+    pub fn get<T: Any + Send + Sync>(&self, key: &str, init: impl FnOnce() -> T) -> Arc<T> {
+        let mut g = self.lock();
+        let generation = g.generation;
+        let entry = g
+            .entries
+            .entry((TypeId::of::<T>(), key.to_string()))
+            .or_insert_with(|| (Arc::new(init()), generation));
+        entry.1 = generation;
+        match entry.0.clone().downcast::<T>() {
+            Ok(t) => t,
+            // The map is keyed by TypeId, so the entry has type T.
+            Err(_) => unreachable!("state entry keyed by TypeId has another type"),
+        }
+    }
+
+    /// After `generation` was applied: drops what it did not use.
+    pub fn retain_generation(&self, generation: u64) {
+        self.lock().entries.retain(|_, (_, g)| *g >= generation);
+    }
+
+    /// How many entries are kept.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_kept_by_identity_and_pruned_when_unused() {
+        let s = StateStore::default();
+        let g1 = s.begin();
+        let a = s.get("jwks:a", || 1u32);
+        let _b = s.get("jwks:b", || 2u32);
+        s.retain_generation(g1);
+        let g2 = s.begin();
+        let a2 = s.get("jwks:a", || 9u32);
+        assert!(Arc::ptr_eq(&a, &a2), "same identity, same state");
+        s.retain_generation(g2);
+        assert_eq!(s.len(), 1, "b was not used by the second snapshot");
+        // Same key, other type: separate entries.
+        let _ = s.get("jwks:a", || "text");
+        assert_eq!(s.len(), 2);
+    }
+}
