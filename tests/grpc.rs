@@ -182,3 +182,37 @@ async fn gateway_errors_are_grpc_statuses_and_deadlines_hold() {
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_failures_are_grpc_statuses() {
+    let up = grpc_upstream().await;
+    let yaml = config(up).replace(
+        "  - { name: greeter, match: { paths: ['/helloworld.Greeter'] }, upstream: svc }\n",
+        "  - { name: greeter, match: { paths: ['/helloworld.Greeter'] }, upstream: svc, plugins: [ { key_auth: {} }, { acl: { allow: [callers] } } ] }\n",
+    ) + "consumers:\n  - { name: app, groups: [callers], credentials: { api_keys: ['grpc-key-0123456789'] } }\n  - { name: other, credentials: { api_keys: ['other-key-0123456789'] } }\n";
+    let gw = start(&yaml);
+    let a = addr(&gw, "main");
+    let none = call(a, "/helloworld.Greeter/SayHello", &[]).await;
+    assert_eq!(none.headers["grpc-status"], "16", "UNAUTHENTICATED");
+    let denied = call(
+        a,
+        "/helloworld.Greeter/SayHello",
+        &[("x-api-key", "other-key-0123456789")],
+    )
+    .await;
+    assert_eq!(denied.headers["grpc-status"], "7", "PERMISSION_DENIED");
+    let ok = call(
+        a,
+        "/helloworld.Greeter/SayHello",
+        &[("x-api-key", "grpc-key-0123456789")],
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        ok.trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("0")
+    );
+}

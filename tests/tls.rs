@@ -615,3 +615,42 @@ async fn wrong_ca_client_certificates_are_refused_and_expired_server_certificate
     let gw = start(&config(d, up.addr, ""));
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_auth_maps_client_certificates_to_consumers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = ca();
+    std::fs::write(d.join("ca.pem"), ca.cert.pem()).expect("write ca");
+    leaf(&ca, &["api.example.test"], d, "api");
+    leaf(&ca, &["*.wild.test"], d, "wild");
+    leaf(&ca, &["client.test"], d, "client");
+    leaf(&ca, &["stranger.test"], d, "stranger");
+    let up = echo_upstream().await;
+    let yaml = format!(
+        "gateway: {{ workers: 1 }}\nlisteners:\n  - name: secure\n    address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {{ cert: '{d}/api.pem', key: '{d}/api.key' }}\n      client_auth: {{ ca: '{d}/ca.pem', required: false }}\nupstreams:\n  - {{ name: echo, targets: [{{ address: '{up}' }}] }}\nconsumers:\n  - name: mobile\n    groups: [apps]\n    credentials: {{ certificates: ['DNS:client.test'] }}\nroutes:\n  - name: r\n    upstream: echo\n    plugins:\n      - mtls_auth: {{}}\n",
+        d = d.display(),
+        up = up.addr
+    );
+    let gw = start(&yaml);
+    let a = addr(&gw, "secure");
+    let host = "api.example.test";
+    let mut tls = connect(a, host, client_with_cert(&ca, d, "client"))
+        .await
+        .expect("handshake");
+    let resp = get_over(&mut tls, host, "/").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"x-consumer-name\":\"mobile\""), "{resp}");
+
+    // A verified certificate of no consumer, and no certificate at all: 401.
+    let mut tls = connect(a, host, client_with_cert(&ca, d, "stranger"))
+        .await
+        .expect("handshake");
+    let resp = get_over(&mut tls, host, "/").await;
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    let anonymous = client_config(&ca, &[&rustls::version::TLS13]);
+    let mut tls = connect(a, host, anonymous).await.expect("handshake");
+    let resp = get_over(&mut tls, host, "/").await;
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    assert!(resp.contains("www-authenticate: Mutual"), "{resp}");
+}

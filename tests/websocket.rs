@@ -164,3 +164,33 @@ async fn websocket_can_be_turned_off_per_listener() {
     assert_eq!(get(a, "/other").await.body, "plain");
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_runs_on_the_handshake() {
+    let up = ws_upstream().await;
+    let yaml = format!(
+        "{}consumers:\n  - {{ name: app, credentials: {{ api_keys: ['ws-key-0123456789'] }} }}\n",
+        config(up, "    plugins: [ { key_auth: {} } ]\n")
+    );
+    let gw = start(&yaml);
+    let a = addr(&gw, "main");
+    let (_s, head) = open(a).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let mut s = TcpStream::connect(a).await.expect("connect");
+    let keyed = String::from_utf8_lossy(HANDSHAKE)
+        .replace("host: x\r\n", "host: x\r\nx-api-key: ws-key-0123456789\r\n");
+    s.write_all(keyed.as_bytes()).await.expect("write");
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("head in time")
+        .expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping").await.expect("write");
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    assert_eq!(&buf[..n], b"echo:ping");
+}
