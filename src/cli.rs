@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `version`.
+//! The command line: `run`, `validate`, `hash-password`, `version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +46,9 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Read a password from standard input and print its bcrypt hash, for
+    /// `consumers[].credentials.basic[].password`.
+    HashPassword,
     /// Print the version.
     Version,
 }
@@ -58,9 +61,35 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Validate { config: path } => validate(&path),
+        Command::HashPassword => hash_password(),
         Command::Run { config, log_format } => {
             observability::init_logging(matches!(log_format, LogFormat::Json));
             run(config)
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("cannot read the password from standard input: {e}");
+        return ExitCode::from(1);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!(
+            "the password is empty; pipe it in, like `echo -n 's3cret' | portcullis hash-password`"
+        );
+        return ExitCode::from(1);
+    }
+    match crate::plugins::credentials::hash_password(password) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot hash the password: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -85,6 +85,35 @@ fn validate_reports_every_error_with_its_location() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("portcullis "));
 }
 
+#[test]
+fn hash_password_prints_a_bcrypt_hash_the_config_accepts() {
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"s3cret\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("exits");
+    assert!(out.status.success());
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(hash.starts_with("$2b$"), "{hash}");
+    assert!(bcrypt::verify("s3cret", &hash).expect("verifies"));
+    // Nothing to hash: a clear error.
+    let out = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+}
+
 struct Running(Child);
 
 impl Running {
