@@ -64,18 +64,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("invalid size `{s}`; write it like `512`, `8KiB` or `10MB`"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KB" | "kB" | "K" | "k" => 1000,
-        "KiB" => 1 << 10,
-        "MB" | "M" => 1_000_000,
-        "MiB" => 1 << 20,
-        "GB" | "G" => 1_000_000_000,
-        "GiB" => 1 << 30,
-        other => {
+    // Units are case-insensitive (`10mb` is `10MB`): sizes here are always bytes.
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1000,
+        "kib" => 1 << 10,
+        "mb" | "m" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" | "g" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => {
+            let other = unit.trim();
             return Err(format!(
                 "unknown size unit `{other}` in `{s}`; use B, KB, KiB, MB, MiB, GB or GiB"
-            ))
+            ));
         }
     };
     n.checked_mul(mult)
@@ -129,6 +131,8 @@ mod tests {
         assert_eq!(parse_size("8KiB"), Ok(8192));
         assert_eq!(parse_size("10MB"), Ok(10_000_000));
         assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("1kb"), Ok(1000));
+        assert_eq!(parse_size("2mib"), Ok(2 << 20));
         assert!(parse_size("10 parsecs").is_err());
         assert!(parse_size("-1").is_err());
         assert!(parse_size("99999999999999999999GiB").is_err());

@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Request;
-use hyper::body::Incoming;
 use ipnet::IpNet;
 
 use super::consumers::{Consumer, Consumers};
+use http::StatusCode;
+
+use crate::proxy::body::{BodyError, ClientBody, GuardedBody};
+use crate::proxy::errors::GatewayError;
 use crate::proxy::pipeline::ConnInfo;
 
 /// Who is calling, once an authentication plugin (or the anonymous
@@ -46,7 +49,7 @@ impl Identity {
 pub struct Access<'r> {
     /// The request; plugins may read and change its head (strip a credential,
     /// add a header for the upstream). Its body is not read here.
-    pub req: &'r mut Request<Incoming>,
+    pub req: &'r mut Request<ClientBody>,
     /// The client connection (peer address, verified client certificate).
     pub conn: &'r ConnInfo,
     /// The listener's trusted proxies, for the client address.
@@ -59,6 +62,8 @@ pub struct Access<'r> {
     pub identity: Option<Identity>,
     /// The request body limit; `request_size_limit` lowers it.
     pub body_limit: u64,
+    /// Longest pause within the request body (for plugins that read it).
+    pub body_read_timeout: std::time::Duration,
     /// Headers added to whatever response the request gets (CORS); `Vary`
     /// is appended, the others replace what the upstream sent.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
@@ -71,12 +76,13 @@ impl<'r> Access<'r> {
     /// Starts the access step for one request.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        req: &'r mut Request<Incoming>,
+        req: &'r mut Request<ClientBody>,
         conn: &'r ConnInfo,
         trusted_proxies: &'r [IpNet],
         route: &'r str,
         consumers: &'r Consumers,
         body_limit: u64,
+        body_read_timeout: std::time::Duration,
         grpc: bool,
     ) -> Access<'r> {
         Access {
@@ -87,6 +93,7 @@ impl<'r> Access<'r> {
             consumers,
             identity: None,
             body_limit,
+            body_read_timeout,
             response_headers: Vec::new(),
             grpc,
             client_ip: None,
@@ -107,6 +114,52 @@ impl<'r> Access<'r> {
     /// The request headers.
     pub fn headers(&self) -> &HeaderMap {
         self.req.headers()
+    }
+
+    /// Reads the whole request body (within the body limit and read
+    /// timeout) and keeps it, so it is still sent upstream. For plugins that
+    /// must see all of it; everyone else streams.
+    pub async fn read_body(&mut self) -> Result<bytes::Bytes, GatewayError> {
+        use http_body_util::BodyExt;
+        let taken = std::mem::replace(self.req.body_mut(), ClientBody::Buffered { data: None });
+        let data = match taken {
+            ClientBody::Buffered { data } => data.unwrap_or_default(),
+            ClientBody::Stream { body } => {
+                let guarded = GuardedBody::new(
+                    body,
+                    Some(self.body_limit),
+                    Some(self.body_read_timeout),
+                    None,
+                );
+                match guarded.collect().await {
+                    Ok(c) => c.to_bytes(),
+                    Err(e) => {
+                        return Err(match BodyError::find(e.as_ref()) {
+                            Some(BodyError::TooLarge(limit)) => GatewayError::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "body_too_large",
+                                format!("the request body is larger than {limit} bytes"),
+                            ),
+                            Some(_) => GatewayError::new(
+                                StatusCode::REQUEST_TIMEOUT,
+                                "body_timeout",
+                                "the request body stopped arriving",
+                            ),
+                            None => GatewayError::new(
+                                StatusCode::BAD_REQUEST,
+                                "body_unreadable",
+                                "the request body could not be read",
+                            ),
+                        }
+                        .closing())
+                    }
+                }
+            }
+        };
+        *self.req.body_mut() = ClientBody::Buffered {
+            data: Some(data.clone()),
+        };
+        Ok(data)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod key_auth;
 pub mod mtls_auth;
 pub mod oauth2_introspection;
 pub mod request_size_limit;
+pub mod request_validation;
 pub mod state;
 
 use std::fmt;
@@ -135,6 +136,7 @@ const REGISTRY: &[(&str, Build)] = &[
     ("mtls_auth", mtls_auth::build),
     ("acl", acl::build),
     ("request_size_limit", request_size_limit::build),
+    ("request_validation", request_validation::build),
 ];
 
 /// Reads a plugin's typed configuration; a type error names the field.

@@ -75,6 +75,60 @@ impl Body for ResponseBody {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A client's request body: streamed as it arrives, or already read
+    /// whole by a plugin that needed it (`request_validation`).
+    #[project = ClientBodyProj]
+    pub enum ClientBody {
+        /// Still arriving from the client.
+        Stream { #[pin] body: hyper::body::Incoming },
+        /// Read whole (within the route's limit).
+        Buffered { data: Option<Bytes> },
+    }
+}
+
+impl ClientBody {
+    /// A body that streams from the client.
+    pub fn stream(body: hyper::body::Incoming) -> ClientBody {
+        ClientBody::Stream { body }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            ClientBodyProj::Stream { body } => body.poll_frame(cx),
+            ClientBodyProj::Buffered { data } => Poll::Ready(
+                data.take()
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Ok(Frame::data(d))),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Stream { body } => body.is_end_stream(),
+            ClientBody::Buffered { data } => data.as_ref().is_none_or(|d| d.is_empty()),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Stream { body } => body.size_hint(),
+            ClientBody::Buffered { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
 /// Why a guarded body stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {

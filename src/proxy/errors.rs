@@ -21,6 +21,8 @@ pub struct GatewayError {
     pub close: bool,
     /// Extra response headers (`WWW-Authenticate`, `Retry-After`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Itemised problems (validation errors), rendered as `details`.
+    pub details: Vec<String>,
 }
 
 impl GatewayError {
@@ -32,7 +34,14 @@ impl GatewayError {
             message: message.into(),
             close: false,
             headers: Vec::new(),
+            details: Vec::new(),
         }
+    }
+
+    /// Lists the individual problems behind the error.
+    pub fn with_details(mut self, details: Vec<String>) -> Self {
+        self.details = details;
+        self
     }
 
     /// Adds a response header (appended, so several challenges can coexist).
@@ -101,7 +110,7 @@ impl GatewayError {
 
     /// Renders the JSON response.
     pub fn into_response(self, request_id: &HeaderValue) -> Response<ResponseBody> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": {
                 "status": self.status.as_u16(),
                 "code": self.code,
@@ -109,6 +118,9 @@ impl GatewayError {
                 "request_id": request_id.to_str().unwrap_or(""),
             }
         });
+        if !self.details.is_empty() {
+            body["error"]["details"] = serde_json::json!(self.details);
+        }
         let mut resp = Response::new(full(body.to_string()));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();

@@ -9,10 +9,9 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{empty, BodyError, GuardedBody, ProxyBody, ResponseBody};
+use super::body::{empty, BodyError, ClientBody, GuardedBody, ProxyBody, ResponseBody};
 use super::errors::GatewayError;
 use super::headers::{set_forwarded, strip_hop_by_hop, ClientInfo};
 use super::pipeline::ConnInfo;
@@ -97,7 +96,7 @@ fn classify(err: &UpstreamError) -> GatewayError {
 
 /// Proxies `req` upstream and returns the upstream's response (or a gateway error).
 pub async fn forward(
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     f: Forward<'_>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let started = Instant::now();

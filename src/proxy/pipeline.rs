@@ -13,7 +13,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use super::body::ResponseBody;
+use super::body::{ClientBody, ResponseBody};
 use super::errors::GatewayError;
 use super::{actions, forward, request_id};
 use crate::plugins::chain::Stop;
@@ -341,7 +341,7 @@ async fn route_and_act(
         )
         .closing());
     }
-    let mut req = req;
+    let mut req = req.map(ClientBody::stream);
     let mut body_limit = limit;
     let mut extra = Vec::new();
     if route.chain.is_empty() {
@@ -355,6 +355,7 @@ async fn route_and_act(
             &route.name,
             &snap.consumers,
             limit,
+            listener.limits.body_read_timeout,
             grpc,
         );
         let outcome = route.chain.run(&mut cx).await;
@@ -409,7 +410,7 @@ fn add_headers(resp: &mut Response<ResponseBody>, extra: Vec<(HeaderName, Header
 /// Runs the route's action: respond, redirect or proxy (through a split).
 #[allow(clippy::too_many_arguments)]
 async fn act(
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     conn: &ConnInfo,
     snap: &Snapshot,
     listener: &Listener,
