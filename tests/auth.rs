@@ -303,7 +303,7 @@ fn start_err(yaml: &str) -> String {
 #[test]
 fn bad_plugin_configs_are_reported_with_paths() {
     let base = format!(
-        "{}consumers:\n  - name: c\n    credentials:\n      basic: [{{ username: c, password: hunter22 }}]\n      api_keys: ['sha256:xyz']\n    plugins:\n      - key_auth: {{}}\nroutes:\n  - name: r\n    respond: {{}}\n    plugins:\n      - key_auth: {{ header: 'bad header' }}\n      - acl: {{}}\n      - jwt: {{ keys: [{{ algorithm: none, secret: x }}] }}\n      - jwt: {{ keys: [{{ algorithm: HS256, secret: short }}] }}\n      - cors: {{ origins: ['*'], credentials: true }}\n      - ip_restriction: {{ allow: ['10.0.0.300/8'] }}\n      - basic_auth: {{ anonymous: nobody }}\n      - key_auth: {{ header: x, extra: 1 }}\n      - oauth2_introspection: {{ url: 'ftp://x' }}\n      - request_size_limit: {{ max: lots }}\n",
+        "{}consumers:\n  - name: c\n    credentials:\n      basic: [{{ username: c, password: hunter22 }}, {{ username: 'a:b', password: x }}]\n      api_keys: ['sha256:xyz']\n    plugins:\n      - key_auth: {{}}\nroutes:\n  - name: r\n    respond: {{}}\n    plugins:\n      - key_auth: {{ header: 'bad header' }}\n      - acl: {{}}\n      - jwt: {{ keys: [{{ algorithm: none, secret: x }}] }}\n      - jwt: {{ keys: [{{ algorithm: HS256, secret: short }}] }}\n      - cors: {{ origins: ['*'], credentials: true }}\n      - ip_restriction: {{ allow: ['10.0.0.300/8'] }}\n      - basic_auth: {{ anonymous: nobody }}\n      - key_auth: {{ header: x, extra: 1 }}\n      - oauth2_introspection: {{ url: 'ftp://x' }}\n      - request_size_limit: {{ max: lots }}\n  - name: guarded\n    respond: {{}}\n    plugins:\n      - acl: {{ allow: [x] }}\nplugins:\n  - cors: {{ origins: ['*'] }}\n  - cors: {{ origins: ['*'] }}\n",
         listeners(1)
     );
     let text = start_err(&base);
@@ -326,6 +326,11 @@ fn bad_plugin_configs_are_reported_with_paths() {
         "unknown field `extra`",
         "routes[0].plugins[8].oauth2_introspection.url",
         "routes[0].plugins[9].request_size_limit.max",
+        "consumers[0].credentials.basic[1].username",
+        "routes[1].plugins[0].acl",
+        "needs an authentication plugin",
+        "plugins[1].cors",
+        "attached twice",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }

@@ -71,7 +71,7 @@ fn validate_reports_every_error_with_its_location() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("ok (2 listeners, 1 upstreams, 6 routes)")
+        String::from_utf8_lossy(&out.stdout).contains("ok (2 listeners, 1 upstreams, 7 routes)")
     );
 
     let out = Command::new(BIN)

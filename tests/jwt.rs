@@ -104,6 +104,7 @@ fn config(up: SocketAddr, jwks: SocketAddr) -> String {
   - name: echo
     targets: [{{ address: '{up}' }}]
 consumers:
+  - name: guest
   - name: alice
     groups: [staff]
     credentials: {{ subjects: [alice] }}
@@ -122,6 +123,16 @@ routes:
           audience: [portcullis]
           leeway: 5s
           claims_to_headers: {{ sub: x-user, role: x-role }}
+  - name: strict
+    match: {{ paths: ['/strict'] }}
+    upstream: echo
+    plugins:
+      - jwt:
+          keys: [{{ algorithm: HS256, secret: '{SECRET}' }}]
+          required_claims: [exp, tenant]
+          max_age: 1h
+          claims_to_headers: {{ role: x-role }}
+          anonymous: guest
   - name: jwks
     match: {{ paths: ['/jwks'] }}
     upstream: echo
@@ -162,6 +173,10 @@ async fn configured_keys_verify_each_algorithm_and_forward_claims() {
     assert_eq!(h["x-role"], "admin", "the client's copy is replaced");
     assert_eq!(h["x-consumer-name"], "alice");
     assert!(h.get("authorization").is_none(), "token stripped: {h}");
+    // The second use is served from the verified-token cache, identically.
+    let again = call(a, "/static", &ok).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json()["headers"]["x-role"], "admin");
 
     let mut eh = Header::new(Algorithm::ES256);
     eh.kid = Some("ec".into());
@@ -270,6 +285,45 @@ async fn bad_tokens_and_attacks_are_refused() {
             .to_string();
         assert!(msg.contains(message), "{why}: {msg}");
     }
+    // Custom required claims, and `iat` once `max_age` is set.
+    let secret = SECRET.as_bytes();
+    let got = call(
+        a,
+        "/strict",
+        &hs256(secret, &claims(json!({ "tenant": "t1" }))),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let got = call(a, "/strict", &hs256(secret, &claims(json!({})))).await;
+    assert_eq!(got.status, 401);
+    assert!(got.body.contains("`tenant`"), "{}", got.body);
+    let got = call(
+        a,
+        "/strict",
+        &hs256(secret, &claims(json!({ "tenant": "t1", "iat": null }))),
+    )
+    .await;
+    assert_eq!(got.status, 401);
+    assert!(got.body.contains("`iat`"), "{}", got.body);
+    let old = claims(json!({ "tenant": "t1", "iat": now() - 7200 }));
+    assert_eq!(call(a, "/strict", &hs256(secret, &old)).await.status, 401);
+    // Anonymous callers cannot smuggle in a claim header either.
+    let got = get(a, "/strict").await;
+    assert_eq!(got.status, 200);
+    let got = send(
+        Request::get(format!("http://{a}/strict"))
+            .header("x-role", "admin")
+            .body(Full::default())
+            .expect("request"),
+    )
+    .await;
+    assert!(
+        got.json()["headers"].get("x-role").is_none(),
+        "{}",
+        got.body
+    );
+    let before = up.requests.load(Ordering::SeqCst);
+
     // Two Authorization headers are refused outright.
     let got = send(
         Request::get(format!("http://{a}/static"))
@@ -282,8 +336,8 @@ async fn bad_tokens_and_attacks_are_refused() {
     assert_eq!(got.status, 401);
     assert_eq!(
         up.requests.load(Ordering::SeqCst),
-        0,
-        "the upstream saw none of them"
+        before,
+        "the upstream saw none of the bad ones"
     );
 }
 
@@ -320,6 +374,16 @@ async fn jwks_keys_rotate_and_unknown_kids_are_rate_limited() {
         after - before <= 1,
         "{} fetches for 20 unknown kids",
         after - before
+    );
+
+    // A reload that keeps the plugin's settings keeps its key set: no refetch.
+    let fetched = ks.fetches.load(Ordering::SeqCst);
+    apply(&gw, &config(up.addr, ks.addr)).expect("reload");
+    assert_eq!(call(a, "/jwks", &t2).await.status, 200);
+    assert_eq!(
+        ks.fetches.load(Ordering::SeqCst),
+        fetched,
+        "state kept across the reload"
     );
 
     // Not a known consumer: refused where one is required.

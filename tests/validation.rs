@@ -94,6 +94,17 @@ async fn bodies_query_and_headers_are_validated() {
     for needle in ["`page`", "`view`", "`x-tenant` is required"] {
         assert!(text.contains(needle), "{needle}: {text}");
     }
+    let got = send(
+        Request::get(format!("http://{a}/orders"))
+            .header("x-tenant", "acme")
+            .body(Full::default())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(got.status, 200, "a body-less GET has no body to check");
+    let got = send(post(a, "/orders", "", Some("acme"))).await;
+    assert_eq!(got.status, 400);
+    assert!(got.body.contains("body is required"), "{}", got.body);
     let got = send(post(a, "/orders", "{not json", Some("acme"))).await;
     assert_eq!(got.status, 400);
     assert!(got.body.contains("not valid JSON"));
@@ -112,8 +123,8 @@ async fn bodies_query_and_headers_are_validated() {
     assert_eq!(got.status, 413);
     assert_eq!(
         up.requests.load(Ordering::SeqCst),
-        1,
-        "only the valid request went upstream"
+        2,
+        "only the valid requests went upstream"
     );
 }
 

@@ -117,6 +117,43 @@ impl BasicAuth {
     fn reject(&self, m: impl Into<String>) -> GatewayError {
         invalid_credentials(m, Some(self.challenge.clone()))
     }
+
+    /// Checks a password on the blocking pool, at most one per core at a
+    /// time; waiting longer than [`SLOT_WAIT`] for a turn answers 503.
+    /// `None` checks against a dummy hash (for unknown usernames).
+    async fn check(
+        &self,
+        hash: Option<Arc<PasswordHash>>,
+        password: String,
+    ) -> Result<bool, GatewayError> {
+        let busy = || {
+            GatewayError::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                "credentials cannot be checked right now; retry shortly",
+            )
+        };
+        let _slot = tokio::time::timeout(SLOT_WAIT, self.cache.slots.acquire())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        tokio::task::spawn_blocking(move || match hash {
+            Some(h) => h.verify(&password),
+            None => bcrypt::verify(&password, dummy_hash()).unwrap_or(false),
+        })
+        .await
+        .map_err(|_| busy())
+    }
+}
+
+/// The longest a request waits for a turn to check a password.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+
+/// A hash checked for unknown usernames (made once, on the blocking pool,
+/// at bcrypt's common cost of 10).
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| bcrypt::hash("portcullis-dummy-password", 10).unwrap_or_default())
 }
 
 impl Plugin for BasicAuth {
@@ -154,7 +191,13 @@ impl Plugin for BasicAuth {
             return Step::Reject(self.reject("the Basic credentials are malformed"));
         };
         let Some((hash, consumer)) = cx.consumers.by_username(user).cloned() else {
-            return Step::Reject(self.reject("the username or password is wrong"));
+            // An unknown user costs a hash check too, so the response time
+            // does not tell which usernames exist.
+            let password = password.to_string();
+            return Step::Wait(Box::pin(async move {
+                let _ = self.check(None, password).await?;
+                Err(self.reject("the username or password is wrong"))
+            }));
         };
         let key = {
             let stored: &str = match &*hash {
@@ -174,18 +217,7 @@ impl Plugin for BasicAuth {
         }
         let password = password.to_string();
         Step::Wait(Box::pin(async move {
-            let busy = || {
-                GatewayError::new(
-                    http::StatusCode::SERVICE_UNAVAILABLE,
-                    "auth_unavailable",
-                    "credentials cannot be checked right now; retry shortly",
-                )
-            };
-            let _slot = self.cache.slots.acquire().await.map_err(|_| busy())?;
-            let ok = tokio::task::spawn_blocking(move || hash.verify(&password))
-                .await
-                .map_err(|_| busy())?;
-            if !ok {
+            if !self.check(Some(hash), password).await? {
                 return Err(self.reject("the username or password is wrong"));
             }
             self.cache.remember(key);

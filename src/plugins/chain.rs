@@ -63,16 +63,23 @@ impl Chain {
             .iter()
             .find_map(|p| p.anonymous())
             .and_then(|name| consumers.by_name(name).cloned());
-        let challenges = plugins[auth.clone()]
-            .iter()
-            .filter_map(|p| p.challenge())
-            .collect();
+        let mut challenges: Vec<HeaderValue> = Vec::new();
+        for c in plugins[auth.clone()].iter().filter_map(|p| p.challenge()) {
+            if !challenges.contains(&c) {
+                challenges.push(c);
+            }
+        }
         Chain {
             plugins,
             auth,
             anonymous,
             challenges,
         }
+    }
+
+    /// Whether the chain has an authentication plugin.
+    pub fn authenticates(&self) -> bool {
+        !self.auth.is_empty()
     }
 
     /// Whether the route has no plugins (the request skips the access step).

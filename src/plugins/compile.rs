@@ -61,18 +61,25 @@ pub fn compile(
             out
         };
     let global = build_list(&doc.plugins, "plugins", &mut errors);
+    duplicates(&global, "plugins", &mut errors);
     let mut chains = Vec::new();
     for (i, r) in doc.routes.iter().enumerate() {
-        let own = build_list(&r.plugins, &format!("routes[{i}].plugins"), &mut errors);
-        for (j, p) in own.iter().enumerate() {
-            if own[..j].iter().any(|q| q.name() == p.name()) {
+        let at = format!("routes[{i}].plugins");
+        let own = build_list(&r.plugins, &at, &mut errors);
+        duplicates(&own, &at, &mut errors);
+        let chain = Chain::new(&global, &own, &consumers);
+        // An `acl` with nothing to identify the caller refuses everyone.
+        if let Some(j) = own.iter().position(|p| p.name() == "acl") {
+            if !chain.authenticates() {
                 errors.push((
-                    format!("routes[{i}].plugins[{j}]"),
-                    format!("`{}` is attached twice to this route", p.name()),
+                    format!("{at}[{j}].acl"),
+                    "`acl` needs an authentication plugin (key_auth, basic_auth, jwt, \
+                     oauth2_introspection or mtls_auth) on the route or globally"
+                        .into(),
                 ));
             }
         }
-        chains.push(Arc::new(Chain::new(&global, &own, &consumers)));
+        chains.push(Arc::new(chain));
     }
     let identity_headers = match IdentityHeaders::new(&doc.gateway.identity_headers) {
         Ok(h) => h,
@@ -90,6 +97,18 @@ pub fn compile(
         background,
         identity_headers,
     })
+}
+
+/// Reports plugins attached twice to the same list.
+fn duplicates(list: &[Arc<dyn super::Plugin>], at: &str, errors: &mut Vec<BuildError>) {
+    for (j, p) in list.iter().enumerate() {
+        if list[..j].iter().any(|q| q.name() == p.name()) {
+            errors.push((
+                format!("{at}[{j}].{}", p.name()),
+                format!("`{}` is attached twice here; keep one", p.name()),
+            ));
+        }
+    }
 }
 
 /// The headers that carry the caller's identity upstream.

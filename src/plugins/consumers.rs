@@ -79,6 +79,17 @@ impl Consumers {
     }
 }
 
+/// A certificate name in one spelling: distinguished names without the
+/// blanks around their commas (`CN=a, O=b` and `CN=a,O=b` are the same
+/// subject); SANs (`DNS:…`, `URI:…`) unchanged.
+pub fn normalize_name(name: &str) -> String {
+    if name.contains('=') && !name.contains(':') {
+        name.split(',').map(str::trim).collect::<Vec<_>>().join(",")
+    } else {
+        name.to_string()
+    }
+}
+
 /// Builds the consumers and their plugins; errors carry full paths.
 pub fn compile(docs: &[ConsumerDoc], cx: &mut BuildContext<'_>) -> (Consumers, Vec<BuildError>) {
     let mut out = Consumers::default();
@@ -108,6 +119,16 @@ pub fn compile(docs: &[ConsumerDoc], cx: &mut BuildContext<'_>) -> (Consumers, V
                      credentials; attach it to the route or globally"
                         .into(),
                 )),
+                Ok(p)
+                    if plugins
+                        .iter()
+                        .any(|q: &Arc<dyn Plugin>| q.name() == p.name()) =>
+                {
+                    errors.push((
+                        format!("{path}.{}", p.name()),
+                        format!("`{}` is attached twice to this consumer", p.name()),
+                    ))
+                }
                 Ok(p) => plugins.push(p),
                 Err(e) => errors.extend(e),
             }
@@ -149,6 +170,13 @@ pub fn compile(docs: &[ConsumerDoc], cx: &mut BuildContext<'_>) -> (Consumers, V
         }
         for (j, b) in creds.basic.iter().enumerate() {
             let path = format!("{at}.credentials.basic[{j}]");
+            if b.username.is_empty() || b.username.contains(':') {
+                errors.push((
+                    format!("{path}.username"),
+                    "a Basic username is not empty and has no `:` (RFC 7617)".into(),
+                ));
+                continue;
+            }
             match PasswordHash::parse(&b.password) {
                 Ok(hash) => {
                     if out
@@ -179,7 +207,7 @@ pub fn compile(docs: &[ConsumerDoc], cx: &mut BuildContext<'_>) -> (Consumers, V
         for (j, c) in creds.certificates.iter().enumerate() {
             let name = match c.strip_prefix("sha256:") {
                 Some(fp) => format!("sha256:{}", fp.to_ascii_lowercase().replace(':', "")),
-                None => c.clone(),
+                None => normalize_name(c),
             };
             if let Some(other) = out.certificates.insert(name, consumer.clone()) {
                 errors.push((
@@ -193,4 +221,17 @@ pub fn compile(docs: &[ConsumerDoc], cx: &mut BuildContext<'_>) -> (Consumers, V
         }
     }
     (out, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_name;
+
+    #[test]
+    fn certificate_subjects_match_in_either_spelling() {
+        assert_eq!(normalize_name("CN=app, O=Example"), "CN=app,O=Example");
+        assert_eq!(normalize_name("CN=app,O=Example"), "CN=app,O=Example");
+        assert_eq!(normalize_name("DNS:app.example.com"), "DNS:app.example.com");
+        assert_eq!(normalize_name("URI:spiffe://a/b"), "URI:spiffe://a/b");
+    }
 }

@@ -69,7 +69,8 @@ impl Plugin for MtlsAuth {
             return Step::Continue;
         };
         let fingerprint = format!("sha256:{}", cert.fingerprint);
-        let found = std::iter::once(cert.subject.as_str())
+        let subject = super::consumers::normalize_name(&cert.subject);
+        let found = std::iter::once(subject.as_str())
             .chain(cert.sans.iter().map(String::as_str))
             .chain(std::iter::once(fingerprint.as_str()))
             .find_map(|name| cx.consumers.by_certificate(name))

@@ -210,6 +210,7 @@ impl Introspection {
                 "auth_unavailable",
                 "the token cannot be checked right now; retry shortly",
             )
+            .with_header(header::WWW_AUTHENTICATE, CHALLENGE.clone())
         };
         let raw = self
             .endpoint

@@ -1,7 +1,9 @@
 //! `request_validation`: checks a request before it reaches the upstream:
 //! its JSON body against a JSON Schema (drafts 4 to 2020-12; no remote
 //! `$ref` is ever fetched), and its query parameters and headers against
-//! rules (required, a regex, a list of values). A failing request gets 400
+//! rules (required, a regex, a list of values). Requests without a body are
+//! checked only when their method carries one (POST, PUT, PATCH). A failing
+//! request gets 400
 //! with every problem listed in `error.details`. Only this plugin buffers
 //! the body, within the route's body limit.
 
@@ -132,7 +134,8 @@ pub fn build(
 /// Most problems listed in one answer.
 const MAX_DETAILS: usize = 20;
 
-fn invalid(details: Vec<String>) -> GatewayError {
+fn invalid(mut details: Vec<String>) -> GatewayError {
+    details.truncate(MAX_DETAILS);
     GatewayError::new(
         StatusCode::BAD_REQUEST,
         "validation_failed",
@@ -198,6 +201,15 @@ impl Plugin for RequestValidation {
         let Some(schema) = &self.schema else {
             return Step::Continue;
         };
+        // A body-less GET or DELETE has nothing to validate; a POST, PUT or
+        // PATCH without a body does not satisfy a body schema.
+        if http_body::Body::is_end_stream(cx.req.body()) {
+            let m = cx.req.method();
+            if m == http::Method::POST || m == http::Method::PUT || m == http::Method::PATCH {
+                return Step::Reject(invalid(vec!["a JSON body is required".into()]));
+            }
+            return Step::Continue;
+        }
         let json = cx
             .headers()
             .get(header::CONTENT_TYPE)

@@ -60,7 +60,7 @@ impl GatewayError {
     /// with limits as `RESOURCE_EXHAUSTED` and timeouts as `DEADLINE_EXCEEDED`).
     pub fn grpc_code(&self) -> u8 {
         match self.status.as_u16() {
-            400 => 3,                   // INVALID_ARGUMENT
+            400 | 415 => 3,             // INVALID_ARGUMENT
             401 => 16,                  // UNAUTHENTICATED
             403 => 7,                   // PERMISSION_DENIED
             404 | 405 => 12,            // UNIMPLEMENTED

@@ -25,6 +25,7 @@ pub struct Jwks {
     refresh: Duration,
     min_interval: Duration,
     keys: RwLock<Option<Arc<Vec<Key>>>>,
+    generation: std::sync::atomic::AtomicU64,
     last_attempt: Mutex<Option<Instant>>,
     single_flight: tokio::sync::Mutex<()>,
 }
@@ -43,9 +44,15 @@ impl Jwks {
             refresh,
             min_interval,
             keys: RwLock::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
             last_attempt: Mutex::new(None),
             single_flight: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Increases with every successfully fetched key set.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The current keys; `None` until a fetch has succeeded.
@@ -64,7 +71,10 @@ impl Jwks {
                 .is_some_and(|t| t.elapsed() < me.min_interval)
         };
         if !force && recent(self) {
-            return false;
+            // A fetch may be running right now (the first one, at start):
+            // wait for it rather than answer without keys.
+            drop(self.single_flight.lock().await);
+            return self.keys().is_some();
         }
         let _flight = self.single_flight.lock().await;
         // Another request fetched while this one waited.
@@ -88,6 +98,8 @@ impl Jwks {
             Ok(keys) => {
                 tracing::debug!(target: "portcullis::jwt", url = %self.endpoint.url(), keys = keys.len(), "JWKS refreshed");
                 *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(keys));
+                self.generation
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 true
             }
             Err(error) => {

@@ -5,6 +5,7 @@
 //! `exp`, `nbf`, `iat` (with leeway), `iss`, `aud` and required claims; maps a
 //! claim to a consumer and can forward claims as headers.
 
+pub mod cache;
 pub mod jwks;
 pub mod keys;
 
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::context::{Access, Identity};
-use super::credentials::{remove_query_param, single_header, single_query, with_scheme};
+use super::credentials::{remove_query_param, sha256, single_header, single_query, with_scheme};
 use super::http_client::Endpoint;
 use super::{invalid_credentials, BuildContext, BuildError, Phase, Plugin, Step};
 use crate::config::units::{ByteSize, HumanDuration};
@@ -70,6 +71,9 @@ struct Config {
     max_token_size: ByteSize,
     #[serde(default = "default_unavailable")]
     unavailable_status: u16,
+    /// Verified tokens remembered (0 turns the cache off).
+    #[serde(default = "default_cache_size")]
+    verified_cache_size: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +108,9 @@ fn default_max_token() -> ByteSize {
 fn default_unavailable() -> u16 {
     503
 }
+fn default_cache_size() -> usize {
+    10_000
+}
 fn default_refresh() -> HumanDuration {
     HumanDuration(Duration::from_secs(600))
 }
@@ -131,13 +138,18 @@ const ASYMMETRIC: [Algorithm; 9] = [
 pub struct Jwt {
     keys: Vec<Key>,
     jwks: Option<Arc<Jwks>>,
-    validation: Validation,
+    /// The checks for each algorithm (only `algorithms` differs).
+    validations: Vec<(Algorithm, Validation)>,
+    verified: Arc<cache::Verified>,
     leeway: u64,
     max_age: Option<u64>,
     consumer_claim: String,
     require_consumer: bool,
     groups_claim: Option<String>,
     claims_to_headers: Vec<(String, HeaderName)>,
+    /// Claims every token must carry (checked here: the library knows only
+    /// the registered ones).
+    required: Vec<String>,
     header: Option<HeaderName>,
     query: Option<String>,
     cookie: Option<String>,
@@ -236,7 +248,17 @@ pub fn build(
     if c.max_age.is_some() {
         required.insert("iat".into());
     }
+    let required_list: Vec<String> = required.iter().cloned().collect();
     validation.required_spec_claims = required;
+    let validations = ASYMMETRIC
+        .iter()
+        .chain(&[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512])
+        .map(|a| {
+            let mut v = validation.clone();
+            v.algorithms = vec![*a];
+            (*a, v)
+        })
+        .collect();
     let mut claims_to_headers = Vec::new();
     for (claim, h) in &c.claims_to_headers {
         claims_to_headers.push((
@@ -258,13 +280,19 @@ pub fn build(
     Ok(Arc::new(Jwt {
         keys,
         jwks,
-        validation,
+        validations,
+        // Kept across reloads for exactly this configuration (the checks a
+        // cached token passed are the configuration's).
+        verified: cx.state.get(&format!("jwt-verified|{v}"), || {
+            cache::Verified::new(c.verified_cache_size)
+        }),
         leeway: c.leeway.0.as_secs(),
         max_age: c.max_age.map(|d| d.0.as_secs()),
         consumer_claim: c.consumer_claim,
         require_consumer: c.require_consumer,
         groups_claim: c.groups_claim,
         claims_to_headers,
+        required: required_list,
         header: c
             .header
             .as_deref()
@@ -292,13 +320,19 @@ fn reject(m: impl Into<String>) -> GatewayError {
     invalid_credentials(m, Some(CHALLENGE.clone()))
 }
 
-fn now() -> u64 {
+/// Unix time in seconds.
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
 impl Jwt {
+    /// The generation of the fetched key set (0 without JWKS).
+    fn generation(&self) -> u64 {
+        self.jwks.as_ref().map_or(0, |j| j.generation())
+    }
+
     /// Finds the token; `Ok(None)` when this request carries none.
     fn token(&self, cx: &Access<'_>) -> Result<Option<(String, Source)>, GatewayError> {
         if let Some(h) = &self.header {
@@ -346,11 +380,12 @@ impl Jwt {
     /// Verifies `token` with the first of `keys` that fits its header.
     fn verify(
         &self,
+        digest: [u8; 32],
         token: &str,
         alg: Algorithm,
         kid: Option<&str>,
         keys: &[Key],
-    ) -> Option<Result<Map<String, Value>, GatewayError>> {
+    ) -> Option<Result<Arc<Map<String, Value>>, GatewayError>> {
         let mut tried = false;
         let mut last = None;
         // A named key is used if present; a token naming an unknown key may
@@ -364,10 +399,26 @@ impl Jwt {
                 continue;
             }
             tried = true;
-            let mut v = self.validation.clone();
-            v.algorithms = vec![alg];
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, &v) {
-                Ok(data) => return Some(self.check_times(data.claims)),
+            let v = self
+                .validations
+                .iter()
+                .find(|(a, _)| *a == alg)
+                .map(|(_, v)| v)?;
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, v) {
+                Ok(data) => {
+                    let claims = Arc::new(data.claims);
+                    if let Err(e) = self.check_times(&claims) {
+                        return Some(Err(e));
+                    }
+                    let now = now();
+                    let exp = claims.get("exp").and_then(Value::as_u64);
+                    let until = exp
+                        .map_or(u64::MAX, |e| e + self.leeway)
+                        .min(now + cache::MAX_LIFETIME);
+                    self.verified
+                        .put(digest, claims.clone(), until, self.generation());
+                    return Some(Ok(claims));
+                }
                 Err(e) => {
                     let done = !matches!(e.kind(), ErrorKind::InvalidSignature);
                     last = Some(reject(describe(e.kind())));
@@ -385,7 +436,16 @@ impl Jwt {
         }
     }
 
-    fn check_times(&self, claims: Map<String, Value>) -> Result<Map<String, Value>, GatewayError> {
+    fn check_times(&self, claims: &Map<String, Value>) -> Result<(), GatewayError> {
+        if let Some(missing) = self
+            .required
+            .iter()
+            .find(|c| !claims.contains_key(c.as_str()))
+        {
+            return Err(reject(format!(
+                "the token lacks the required claim `{missing}`"
+            )));
+        }
         if let Some(iat) = claims.get("iat") {
             let Some(iat) = iat.as_u64() else {
                 return Err(reject("the token's `iat` is not a number"));
@@ -400,14 +460,14 @@ impl Jwt {
                 }
             }
         }
-        Ok(claims)
+        Ok(())
     }
 
     /// Sets the identity from verified claims and prepares the upstream request.
     fn accept(
         &self,
         cx: &mut Access<'_>,
-        claims: Map<String, Value>,
+        claims: &Map<String, Value>,
         source: Source,
     ) -> Result<(), GatewayError> {
         let subject = claims.get(&self.consumer_claim).and_then(claim_text);
@@ -529,6 +589,11 @@ impl Plugin for Jwt {
     }
 
     fn access<'a>(&'a self, cx: &'a mut Access<'_>) -> Step<'a> {
+        // A client's own copies of the claim headers never pass, whether or
+        // not this plugin ends up authenticating the request.
+        for (_, name) in &self.claims_to_headers {
+            cx.req.headers_mut().remove(name);
+        }
         let (token, source) = match self.token(cx) {
             Ok(Some(t)) => t,
             Ok(None) => return Step::Continue,
@@ -547,8 +612,33 @@ impl Plugin for Jwt {
             )),
         };
         let (alg, kid) = (header.alg, header.kid);
-        if let Some(r) = self.verify(&token, alg, kid.as_deref(), &self.keys) {
-            return match r.and_then(|claims| self.accept(cx, claims, source)) {
+        let digest = sha256(token.as_bytes());
+        if let Some(claims) = self.verified.get(&digest, now(), self.generation()) {
+            return match self
+                .check_times(&claims)
+                .and_then(|()| self.accept(cx, &claims, source))
+            {
+                Ok(()) => Step::Continue,
+                Err(e) => Step::Reject(e),
+            };
+        }
+        let configured = self.verify(digest, &token, alg, kid.as_deref(), &self.keys);
+        // A configured key's verdict is final unless a JWKS may hold a key that fits.
+        let configured = match (configured, &self.jwks) {
+            (Some(Ok(claims)), _) => Some(Ok(claims)),
+            (Some(Err(e)), None) => Some(Err(e)),
+            (Some(Err(e)), Some(_)) => {
+                let from_set = self
+                    .jwks
+                    .as_ref()
+                    .and_then(|s| s.keys())
+                    .and_then(|keys| self.verify(digest, &token, alg, kid.as_deref(), &keys));
+                Some(from_set.unwrap_or(Err(e)))
+            }
+            (None, _) => None,
+        };
+        if let Some(r) = configured {
+            return match r.and_then(|claims| self.accept(cx, &claims, source)) {
                 Ok(()) => Step::Continue,
                 Err(e) => Step::Reject(e),
             };
@@ -559,8 +649,8 @@ impl Plugin for Jwt {
             ));
         };
         if let Some(keys) = set.keys() {
-            if let Some(r) = self.verify(&token, alg, kid.as_deref(), &keys) {
-                return match r.and_then(|claims| self.accept(cx, claims, source)) {
+            if let Some(r) = self.verify(digest, &token, alg, kid.as_deref(), &keys) {
+                return match r.and_then(|claims| self.accept(cx, &claims, source)) {
                     Ok(()) => Step::Continue,
                     Err(e) => Step::Reject(e),
                 };
@@ -577,8 +667,8 @@ impl Plugin for Jwt {
                 )
                 .with_header(header::WWW_AUTHENTICATE, CHALLENGE.clone()));
             };
-            match self.verify(&token, alg, kid.as_deref(), &keys) {
-                Some(r) => r.and_then(|claims| self.accept(cx, claims, source)),
+            match self.verify(digest, &token, alg, kid.as_deref(), &keys) {
+                Some(r) => r.and_then(|claims| self.accept(cx, &claims, source)),
                 None => Err(reject(
                     "no key of this gateway verifies this token (unknown `kid` or algorithm)",
                 )),
