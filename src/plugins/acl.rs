@@ -64,7 +64,7 @@ impl Plugin for Acl {
                 "this route needs an authenticated caller; add an authentication plugin before `acl`",
             ));
         };
-        let has = |list: &[String]| id.groups.iter().any(|g| list.iter().any(|l| **l == **g));
+        let has = |list: &[String]| id.groups().any(|g| list.iter().any(|l| **l == **g));
         let denied = has(&self.deny) || (!self.allow.is_empty() && !has(&self.allow));
         if denied {
             return Step::Reject(GatewayError::new(

@@ -145,23 +145,33 @@ impl IdentityHeaders {
             headers.remove(h);
         }
         let Some(id) = identity else { return };
-        let mut set = |name: &Option<HeaderName>, value: &str| {
-            if let (Some(n), Ok(v)) = (name, HeaderValue::from_str(value)) {
+        let mut put = |name: &Option<HeaderName>, value: Option<HeaderValue>| {
+            if let (Some(n), Some(v)) = (name, value) {
                 headers.insert(n.clone(), v);
             }
         };
-        if let Some(c) = &id.consumer {
-            set(&self.consumer, &c.name);
-        }
-        if !id.groups.is_empty() {
-            let groups: Vec<&str> = id.groups.iter().map(|g| &**g).collect();
-            set(&self.groups, &groups.join(","));
-        }
-        if !id.subject.is_empty() {
-            set(&self.subject, &id.subject);
-        }
+        let text = |s: &str| HeaderValue::from_str(s).ok();
+        // A consumer's own values were made with the snapshot; only token
+        // subjects and token groups are rendered per request.
+        let own = id.consumer.as_ref().map(|c| &c.header_values);
+        put(&self.consumer, own.and_then(|v| v.0.clone()));
+        let groups = match (own, id.extra_groups.is_empty()) {
+            (Some(v), true) => v.1.clone(),
+            _ => {
+                let all: Vec<&str> = id.groups().map(|g| &**g).collect();
+                (!all.is_empty()).then(|| text(&all.join(","))).flatten()
+            }
+        };
+        put(&self.groups, groups);
+        let subject = match own {
+            Some(v) if id.consumer.as_ref().is_some_and(|c| c.name == id.subject) => v.0.clone(),
+            _ => (!id.subject.is_empty())
+                .then(|| text(&id.subject))
+                .flatten(),
+        };
+        put(&self.subject, subject);
         if id.anonymous {
-            set(&self.anonymous, "true");
+            put(&self.anonymous, Some(HeaderValue::from_static("true")));
         }
     }
 }

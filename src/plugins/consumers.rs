@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use http::HeaderValue;
+
 use super::credentials::{sha256, PasswordHash};
 use super::{BuildContext, BuildError, Phase, Plugin};
 use crate::config::ConsumerDoc;
@@ -21,6 +23,9 @@ pub struct Consumer {
     pub metadata: BTreeMap<String, String>,
     /// Plugins that apply once this consumer is known, in phase order.
     pub plugins: Vec<Arc<dyn Plugin>>,
+    /// The name and the comma-joined groups as header values, made once per
+    /// snapshot for the identity headers.
+    pub header_values: (Option<HeaderValue>, Option<HeaderValue>),
 }
 
 /// Every consumer of a snapshot, indexed by each kind of credential.
@@ -134,7 +139,14 @@ pub fn compile(docs: &[ConsumerDoc], cx: &mut BuildContext<'_>) -> (Consumers, V
             }
         }
         plugins.sort_by_key(|p| p.phase());
+        let header_values = (
+            HeaderValue::from_str(&doc.name).ok(),
+            HeaderValue::from_str(&doc.groups.join(","))
+                .ok()
+                .filter(|_| !doc.groups.is_empty()),
+        );
         let consumer = Arc::new(Consumer {
+            header_values,
             name: Arc::from(doc.name.as_str()),
             groups: doc.groups.iter().map(|g| Arc::from(g.as_str())).collect(),
             metadata: doc.metadata.clone(),

@@ -23,9 +23,9 @@ pub struct Identity {
     /// introspected token may be valid without naming a known consumer.
     pub consumer: Option<Arc<Consumer>>,
     /// The consumer's name, or the token's subject when there is no consumer.
-    pub subject: String,
-    /// The consumer's groups plus any groups the token carries.
-    pub groups: Vec<Arc<str>>,
+    pub subject: Arc<str>,
+    /// Groups the token carries, besides the consumer's own.
+    pub extra_groups: Vec<Arc<str>>,
     /// The plugin that authenticated the request (`key_auth`, `jwt`, …).
     pub method: &'static str,
     /// Set for the anonymous fallback consumer (no credential was presented).
@@ -33,11 +33,30 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// An authenticated caller that maps to no configured consumer.
+    pub fn subject_only(subject: &str, method: &'static str) -> Identity {
+        Identity {
+            consumer: None,
+            subject: Arc::from(subject),
+            extra_groups: Vec::new(),
+            method,
+            anonymous: false,
+        }
+    }
+
+    /// Every group of the caller: the consumer's, then the token's.
+    pub fn groups(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.consumer
+            .iter()
+            .flat_map(|c| c.groups.iter())
+            .chain(&self.extra_groups)
+    }
+
     /// The identity of a known consumer.
     pub fn of(consumer: Arc<Consumer>, method: &'static str) -> Identity {
         Identity {
-            subject: consumer.name.to_string(),
-            groups: consumer.groups.clone(),
+            subject: consumer.name.clone(),
+            extra_groups: Vec::new(),
             consumer: Some(consumer),
             method,
             anonymous: false,

@@ -77,13 +77,7 @@ impl Plugin for MtlsAuth {
             .cloned();
         cx.identity = match found {
             Some(c) => Some(Identity::of(c, "mtls_auth")),
-            None if self.allow_unknown => Some(Identity {
-                consumer: None,
-                subject: cert.subject.clone(),
-                groups: Vec::new(),
-                method: "mtls_auth",
-                anonymous: false,
-            }),
+            None if self.allow_unknown => Some(Identity::subject_only(&cert.subject, "mtls_auth")),
             None => {
                 return Step::Reject(invalid_credentials(
                     "the client certificate does not belong to a known consumer",

@@ -278,13 +278,7 @@ impl Introspection {
                     Some(CHALLENGE.clone()),
                 ))
             }
-            None => Identity {
-                consumer: None,
-                subject: subject.unwrap_or_default().to_string(),
-                groups: Vec::new(),
-                method: "oauth2_introspection",
-                anonymous: false,
-            },
+            None => Identity::subject_only(subject.unwrap_or_default(), "oauth2_introspection"),
         };
         if !self.keep {
             cx.req.headers_mut().remove(header::AUTHORIZATION);

@@ -480,13 +480,7 @@ impl Jwt {
             (None, _) if self.require_consumer => {
                 return Err(reject("the token does not belong to a known consumer"));
             }
-            (None, s) => Identity {
-                consumer: None,
-                subject: s.unwrap_or_default(),
-                groups: Vec::new(),
-                method: "jwt",
-                anonymous: false,
-            },
+            (None, s) => Identity::subject_only(&s.unwrap_or_default(), "jwt"),
         };
         if let Some(g) = self.groups_claim.as_ref().and_then(|g| claims.get(g)) {
             let groups: Vec<Arc<str>> = match g {
@@ -494,7 +488,7 @@ impl Jwt {
                 Value::String(s) => s.split_whitespace().map(Arc::from).collect(),
                 _ => Vec::new(),
             };
-            identity.groups.extend(groups);
+            identity.extra_groups.extend(groups);
         }
         let req = &mut *cx.req;
         for (claim, name) in &self.claims_to_headers {
