@@ -303,7 +303,7 @@ fn start_err(yaml: &str) -> String {
 #[test]
 fn bad_plugin_configs_are_reported_with_paths() {
     let base = format!(
-        "{}consumers:\n  - name: c\n    credentials:\n      basic: [{{ username: c, password: hunter22 }}, {{ username: 'a:b', password: x }}]\n      api_keys: ['sha256:xyz']\n    plugins:\n      - key_auth: {{}}\nroutes:\n  - name: r\n    respond: {{}}\n    plugins:\n      - key_auth: {{ header: 'bad header' }}\n      - acl: {{}}\n      - jwt: {{ keys: [{{ algorithm: none, secret: x }}] }}\n      - jwt: {{ keys: [{{ algorithm: HS256, secret: short }}] }}\n      - cors: {{ origins: ['*'], credentials: true }}\n      - ip_restriction: {{ allow: ['10.0.0.300/8'] }}\n      - basic_auth: {{ anonymous: nobody }}\n      - key_auth: {{ header: x, extra: 1 }}\n      - oauth2_introspection: {{ url: 'ftp://x' }}\n      - request_size_limit: {{ max: lots }}\n  - name: guarded\n    respond: {{}}\n    plugins:\n      - acl: {{ allow: [x] }}\nplugins:\n  - cors: {{ origins: ['*'] }}\n  - cors: {{ origins: ['*'] }}\n",
+        "{}consumers:\n  - name: c\n    credentials:\n      basic: [{{ username: c, password: hunter22 }}, {{ username: 'a:b', password: x }}]\n      api_keys: ['sha256:xyz']\n    plugins:\n      - key_auth: {{}}\n      - acl: {{ allow: [a] }}\n      - acl: {{ allow: [b] }}\nroutes:\n  - name: r\n    respond: {{}}\n    plugins:\n      - key_auth: {{ header: 'bad header' }}\n      - acl: {{}}\n      - jwt: {{ keys: [{{ algorithm: none, secret: x }}] }}\n      - jwt: {{ keys: [{{ algorithm: HS256, secret: short }}] }}\n      - cors: {{ origins: ['*'], credentials: true }}\n      - ip_restriction: {{ allow: ['10.0.0.300/8'] }}\n      - basic_auth: {{ anonymous: nobody }}\n      - key_auth: {{ header: x, extra: 1 }}\n      - oauth2_introspection: {{ url: 'ftp://x' }}\n      - request_size_limit: {{ max: lots }}\n  - name: guarded\n    respond: {{}}\n    plugins:\n      - acl: {{ allow: [x] }}\nplugins:\n  - cors: {{ origins: ['*'] }}\n  - cors: {{ origins: ['*'] }}\n",
         listeners(1)
     );
     let text = start_err(&base);
@@ -312,6 +312,7 @@ fn bad_plugin_configs_are_reported_with_paths() {
         "never in plain text",
         "consumers[0].credentials.api_keys[0]",
         "consumers[0].plugins[0].key_auth",
+        "consumers[0].plugins[2].acl",
         "cannot be attached to a consumer",
         "routes[0].plugins[0].key_auth.header",
         "routes[0].plugins[1].acl",

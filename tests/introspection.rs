@@ -84,6 +84,12 @@ routes:
           timeout: 500ms
           scopes: [write]
           require_consumer: true
+  - name: both
+    match: {{ paths: ['/both'] }}
+    upstream: echo
+    plugins:
+      - jwt: {{ keys: [{{ algorithm: HS256, secret: 'a-shared-secret-of-at-least-32-bytes!!' }}] }}
+      - oauth2_introspection: {{ url: 'http://{auth}/introspect', client_id: gateway, client_secret: 's&cret' }}
 "#,
         listeners = listeners(2)
     )
@@ -136,6 +142,10 @@ async fn tokens_are_introspected_cached_and_scoped() {
     // No token at all.
     let got = get(a, "/write").await;
     assert_eq!(got.status, 401);
+    // Two plugins with the same challenge offer it once.
+    let got = get(a, "/both").await;
+    assert_eq!(got.status, 401);
+    assert_eq!(got.headers.get_all("www-authenticate").iter().count(), 1);
     assert_eq!(
         up.requests.load(Ordering::SeqCst),
         2,
@@ -154,6 +164,10 @@ async fn a_slow_or_down_server_fails_closed_in_bounded_time() {
     let got = call(a, "slow").await;
     assert_eq!(got.status, 503, "{}", got.body);
     assert_eq!(got.code(), "auth_unavailable");
+    assert_eq!(
+        got.headers["www-authenticate"],
+        "Bearer realm=\"portcullis\""
+    );
     assert!(
         t.elapsed() < Duration::from_secs(2),
         "bounded by the timeout: {:?}",

@@ -133,6 +133,13 @@ routes:
           max_age: 1h
           claims_to_headers: {{ role: x-role }}
           anonymous: guest
+  - name: mixed
+    match: {{ paths: ['/mixed'] }}
+    upstream: echo
+    plugins:
+      - jwt:
+          keys: [{{ algorithm: RS256, public_key_file: {FIX}/rsa2.pub.pem }}]
+          jwks: {{ url: 'http://{jwks}/keys', min_refresh_interval: 1s, refresh: 1h, timeout: 1s }}
   - name: jwks
     match: {{ paths: ['/jwks'] }}
     upstream: echo
@@ -352,6 +359,17 @@ async fn jwks_keys_rotate_and_unknown_kids_are_rate_limited() {
     let got = call(a, "/jwks", &t1).await;
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(got.json()["headers"]["x-consumer-groups"], "staff,admins");
+    // A configured key without `kid` that does not verify the token leaves
+    // the JWKS keys to try; a token neither verifies is still refused.
+    assert_eq!(call(a, "/mixed", &t1).await.status, 200);
+    assert_eq!(
+        call(a, "/mixed", &rs256("rsa2", "other", &claims(json!({}))))
+            .await
+            .status,
+        200
+    );
+    let foreign = hs256(SECRET.as_bytes(), &claims(json!({})));
+    assert_eq!(call(a, "/mixed", &foreign).await.status, 401);
 
     // Rotation: the server now publishes rsa2 only. A token with the new kid
     // triggers one refresh and passes; old tokens stop working.

@@ -32,15 +32,55 @@ fn ca() -> Ca {
 
 /// Writes a leaf certificate for `names`, signed by `ca`, as `<stem>.pem` and `<stem>.key`.
 fn leaf(ca: &Ca, names: &[&str], dir: &Path, stem: &str) -> CertificateDer<'static> {
-    let key = KeyPair::generate().expect("key");
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let cert = CertificateParams::new(names)
-        .expect("params")
-        .signed_by(&key, &ca.cert, &ca.key)
-        .expect("leaf");
+    signed_leaf(
+        ca,
+        CertificateParams::new(names).expect("params"),
+        dir,
+        stem,
+    )
+}
+
+/// Like [`leaf`], for a certificate with its own subject `CN=<cn>,O=Example` and no SANs.
+fn leaf_with_subject(ca: &Ca, cn: &str, dir: &Path, stem: &str) -> CertificateDer<'static> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Example");
+    signed_leaf(ca, params, dir, stem)
+}
+
+fn signed_leaf(
+    ca: &Ca,
+    params: CertificateParams,
+    dir: &Path,
+    stem: &str,
+) -> CertificateDer<'static> {
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).expect("leaf");
     std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).expect("write cert");
     std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).expect("write key");
     cert.der().clone()
+}
+
+/// A folder with a CA (`ca.pem`) and the two server certificates the
+/// standard [`config`] serves: `api.example.test` and `*.wild.test`.
+fn server_certs() -> (
+    tempfile::TempDir,
+    Ca,
+    CertificateDer<'static>,
+    CertificateDer<'static>,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).expect("write ca");
+    let api = leaf(&ca, &["api.example.test"], dir.path(), "api");
+    let wild = leaf(&ca, &["*.wild.test"], dir.path(), "wild");
+    (dir, ca, api, wild)
 }
 
 fn client_config(
@@ -113,10 +153,7 @@ fn config(dir: &Path, upstream: SocketAddr, tls_extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_picks_the_certificate_and_https_is_forwarded() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = ca();
-    let api = leaf(&ca, &["api.example.test"], dir.path(), "api");
-    let wild = leaf(&ca, &["*.wild.test"], dir.path(), "wild");
+    let (dir, ca, api, wild) = server_certs();
     let up = echo_upstream().await;
     let gw = start(&config(dir.path(), up.addr, "      hsts: 365d\n"));
     let a = addr(&gw, "secure");
@@ -166,10 +203,7 @@ async fn sni_picks_the_certificate_and_https_is_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_minimum_version_is_enforced() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = ca();
-    leaf(&ca, &["api.example.test"], dir.path(), "api");
-    leaf(&ca, &["*.wild.test"], dir.path(), "wild");
+    let (dir, ca, _, _) = server_certs();
     let up = echo_upstream().await;
     let gw = start(&config(dir.path(), up.addr, "      min_version: \"1.3\"\n"));
     let a = addr(&gw, "secure");
@@ -190,10 +224,7 @@ async fn the_minimum_version_is_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_swap_on_reload_without_dropping_open_connections() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = ca();
-    let old = leaf(&ca, &["api.example.test"], dir.path(), "api");
-    leaf(&ca, &["*.wild.test"], dir.path(), "wild");
+    let (dir, ca, old, _) = server_certs();
     let up = echo_upstream().await;
     let path = dir.path().join("gw.yaml");
     std::fs::write(&path, config(dir.path(), up.addr, "")).expect("write config");
@@ -227,10 +258,7 @@ async fn certificates_swap_on_reload_without_dropping_open_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_certificate_settings_are_rejected_with_their_place() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = ca();
-    leaf(&ca, &["api.example.test"], dir.path(), "api");
-    leaf(&ca, &["*.wild.test"], dir.path(), "wild");
+    let (dir, _ca, _, _) = server_certs();
     let up = echo_upstream().await;
     let d = dir.path();
     std::fs::write(d.join("garbage.pem"), "not a certificate").expect("write");
@@ -453,12 +481,8 @@ fn client_with_cert(ca: &Ca, dir: &Path, stem: &str) -> Arc<rustls::ClientConfig
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_mtls_verifies_clients_and_forwards_their_identity() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, ca, _, _) = server_certs();
     let d = dir.path();
-    let ca = ca();
-    std::fs::write(d.join("ca.pem"), ca.cert.pem()).expect("write ca");
-    leaf(&ca, &["api.example.test"], d, "api");
-    leaf(&ca, &["*.wild.test"], d, "wild");
     leaf(&ca, &["client.test"], d, "client");
     let up = echo_upstream().await;
     let auth = |required: bool| {
@@ -534,10 +558,7 @@ async fn listener_mtls_verifies_clients_and_forwards_their_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_is_negotiated_by_alpn() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = ca();
-    leaf(&ca, &["api.example.test"], dir.path(), "api");
-    leaf(&ca, &["*.wild.test"], dir.path(), "wild");
+    let (dir, ca, _, _) = server_certs();
     let up = echo_upstream().await;
     let gw = start(&config(dir.path(), up.addr, ""));
     let a = addr(&gw, "secure");
@@ -571,13 +592,9 @@ async fn h2_is_negotiated_by_alpn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_ca_client_certificates_are_refused_and_expired_server_certificates_load_with_a_warning(
 ) {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, ca, _, _) = server_certs();
     let d = dir.path();
-    let ca = ca();
     let stranger = crate::ca();
-    std::fs::write(d.join("ca.pem"), ca.cert.pem()).expect("write ca");
-    leaf(&ca, &["api.example.test"], d, "api");
-    leaf(&ca, &["*.wild.test"], d, "wild");
     leaf(&stranger, &["intruder.test"], d, "intruder");
     let up = echo_upstream().await;
     let auth = format!("      client_auth: {{ ca: '{}/ca.pem' }}\n", d.display());
@@ -618,17 +635,22 @@ async fn wrong_ca_client_certificates_are_refused_and_expired_server_certificate
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_auth_maps_client_certificates_to_consumers() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, ca, _, _) = server_certs();
     let d = dir.path();
-    let ca = ca();
-    std::fs::write(d.join("ca.pem"), ca.cert.pem()).expect("write ca");
-    leaf(&ca, &["api.example.test"], d, "api");
-    leaf(&ca, &["*.wild.test"], d, "wild");
     leaf(&ca, &["client.test"], d, "client");
     leaf(&ca, &["stranger.test"], d, "stranger");
+    leaf_with_subject(&ca, "partner", d, "partner");
+    let pinned = leaf_with_subject(&ca, "pinned", d, "pinned");
+    // Fingerprints may be written as `openssl x509 -fingerprint` prints them.
+    let fingerprint: Vec<String> = ring::digest::digest(&ring::digest::SHA256, pinned.as_ref())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    let fingerprint = fingerprint.join(":");
     let up = echo_upstream().await;
     let yaml = format!(
-        "gateway: {{ workers: 1 }}\nlisteners:\n  - name: secure\n    address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {{ cert: '{d}/api.pem', key: '{d}/api.key' }}\n      client_auth: {{ ca: '{d}/ca.pem', required: false }}\nupstreams:\n  - {{ name: echo, targets: [{{ address: '{up}' }}] }}\nconsumers:\n  - name: mobile\n    groups: [apps]\n    credentials: {{ certificates: ['DNS:client.test'] }}\nroutes:\n  - name: r\n    upstream: echo\n    plugins:\n      - mtls_auth: {{}}\n",
+        "gateway: {{ workers: 1 }}\nlisteners:\n  - name: secure\n    address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {{ cert: '{d}/api.pem', key: '{d}/api.key' }}\n      client_auth: {{ ca: '{d}/ca.pem', required: false }}\nupstreams:\n  - {{ name: echo, targets: [{{ address: '{up}' }}] }}\nconsumers:\n  - name: mobile\n    groups: [apps]\n    credentials: {{ certificates: ['DNS:client.test'] }}\n  - name: partner\n    credentials: {{ certificates: ['CN=partner, O=Example'] }}\n  - name: pinned\n    credentials: {{ certificates: ['sha256:{fingerprint}'] }}\nroutes:\n  - name: r\n    upstream: echo\n    plugins:\n      - mtls_auth: {{}}\n",
         d = d.display(),
         up = up.addr
     );
@@ -641,6 +663,17 @@ async fn mtls_auth_maps_client_certificates_to_consumers() {
     let resp = get_over(&mut tls, host, "/").await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"x-consumer-name\":\"mobile\""), "{resp}");
+    // By subject (written with blanks after the commas), and by fingerprint.
+    for (stem, name) in [("partner", "partner"), ("pinned", "pinned")] {
+        let mut tls = connect(a, host, client_with_cert(&ca, d, stem))
+            .await
+            .expect("handshake");
+        let resp = get_over(&mut tls, host, "/").await;
+        assert!(
+            resp.contains(&format!("\"x-consumer-name\":\"{name}\"")),
+            "{stem}: {resp}"
+        );
+    }
 
     // A verified certificate of no consumer, and no certificate at all: 401.
     let mut tls = connect(a, host, client_with_cert(&ca, d, "stranger"))

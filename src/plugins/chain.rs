@@ -87,11 +87,6 @@ impl Chain {
         self.plugins.is_empty()
     }
 
-    /// The plugin names in run order (for diagnostics and tests).
-    pub fn names(&self) -> Vec<&'static str> {
-        self.plugins.iter().map(|p| p.name()).collect()
-    }
-
     /// Runs the access step; `Ok` means the request goes on to its action.
     pub async fn run(&self, cx: &mut Access<'_>) -> Result<(), Stop> {
         for p in &self.plugins[..self.auth.start] {

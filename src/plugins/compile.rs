@@ -46,14 +46,7 @@ pub fn compile(
             let mut out = Vec::new();
             for (j, p) in list.iter().enumerate() {
                 let path = format!("{at}[{j}]");
-                let mut inner = BuildContext {
-                    path: &path,
-                    config_dir,
-                    consumer_names: &names,
-                    state,
-                    background: &mut background,
-                };
-                match super::build(p, &mut inner) {
+                match super::build(p, &mut cx.at(&path)) {
                     Ok(p) => out.push(p),
                     Err(e) => errors.extend(e),
                 }

@@ -11,6 +11,7 @@ use http::HeaderValue;
 use super::credentials::{sha256, PasswordHash};
 use super::{BuildContext, BuildError, Phase, Plugin};
 use crate::config::ConsumerDoc;
+use crate::server::client_cert::{normalize_dn, ClientIdentity};
 
 /// A configured caller.
 #[derive(Debug)]
@@ -38,8 +39,10 @@ pub struct Consumers {
     basic: HashMap<String, (Arc<PasswordHash>, Arc<Consumer>)>,
     /// Token subjects (JWT claims, introspection results).
     subjects: HashMap<String, Arc<Consumer>>,
-    /// Client-certificate subjects, SANs and `sha256:` fingerprints.
+    /// Client-certificate subjects (normalized) and SANs.
     certificates: HashMap<String, Arc<Consumer>>,
+    /// Client-certificate SHA-256 fingerprints, lowercase hex.
+    fingerprints: HashMap<String, Arc<Consumer>>,
 }
 
 impl Consumers {
@@ -67,31 +70,13 @@ impl Consumers {
         self.subjects.get(subject)
     }
 
-    /// The consumer a client-certificate name (subject, SAN or `sha256:`
-    /// fingerprint) maps to.
-    pub fn by_certificate(&self, name: &str) -> Option<&Arc<Consumer>> {
-        self.certificates.get(name)
-    }
-
-    /// How many consumers there are.
-    pub fn len(&self) -> usize {
-        self.by_name.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
-}
-
-/// A certificate name in one spelling: distinguished names without the
-/// blanks around their commas (`CN=a, O=b` and `CN=a,O=b` are the same
-/// subject); SANs (`DNS:…`, `URI:…`) unchanged.
-pub fn normalize_name(name: &str) -> String {
-    if name.contains('=') && !name.contains(':') {
-        name.split(',').map(str::trim).collect::<Vec<_>>().join(",")
-    } else {
-        name.to_string()
+    /// The consumer a verified client certificate belongs to: by its
+    /// subject, then each SAN, then its fingerprint.
+    pub fn by_certificate(&self, cert: &ClientIdentity) -> Option<&Arc<Consumer>> {
+        std::iter::once(&cert.subject)
+            .chain(&cert.sans)
+            .find_map(|name| self.certificates.get(name))
+            .or_else(|| self.fingerprints.get(&cert.fingerprint))
     }
 }
 
@@ -104,14 +89,7 @@ pub fn compile(docs: &[ConsumerDoc], cx: &mut BuildContext<'_>) -> (Consumers, V
         let mut plugins = Vec::new();
         for (j, p) in doc.plugins.iter().enumerate() {
             let path = format!("{at}.plugins[{j}]");
-            let mut inner = BuildContext {
-                path: &path,
-                config_dir: cx.config_dir,
-                consumer_names: cx.consumer_names,
-                state: cx.state,
-                background: cx.background,
-            };
-            match super::build(p, &mut inner) {
+            match super::build(p, &mut cx.at(&path)) {
                 Ok(p) if p.phase() == Phase::Authentication => errors.push((
                     format!("{path}.{}", p.name()),
                     "authentication plugins cannot be attached to a consumer (the consumer is \
@@ -217,11 +195,18 @@ pub fn compile(docs: &[ConsumerDoc], cx: &mut BuildContext<'_>) -> (Consumers, V
             }
         }
         for (j, c) in creds.certificates.iter().enumerate() {
-            let name = match c.strip_prefix("sha256:") {
-                Some(fp) => format!("sha256:{}", fp.to_ascii_lowercase().replace(':', "")),
-                None => normalize_name(c),
+            // SANs (`DNS:…`) keep their spelling; subjects are normalized
+            // the way verified certificates report them.
+            let previous = match c.strip_prefix("sha256:") {
+                Some(fp) => out
+                    .fingerprints
+                    .insert(fp.to_ascii_lowercase().replace(':', ""), consumer.clone()),
+                None if c.contains('=') && !c.contains(':') => {
+                    out.certificates.insert(normalize_dn(c), consumer.clone())
+                }
+                None => out.certificates.insert(c.clone(), consumer.clone()),
             };
-            if let Some(other) = out.certificates.insert(name, consumer.clone()) {
+            if let Some(other) = previous {
                 errors.push((
                     format!("{at}.credentials.certificates[{j}]"),
                     format!(
@@ -233,17 +218,4 @@ pub fn compile(docs: &[ConsumerDoc], cx: &mut BuildContext<'_>) -> (Consumers, V
         }
     }
     (out, errors)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::normalize_name;
-
-    #[test]
-    fn certificate_subjects_match_in_either_spelling() {
-        assert_eq!(normalize_name("CN=app, O=Example"), "CN=app,O=Example");
-        assert_eq!(normalize_name("CN=app,O=Example"), "CN=app,O=Example");
-        assert_eq!(normalize_name("DNS:app.example.com"), "DNS:app.example.com");
-        assert_eq!(normalize_name("URI:spiffe://a/b"), "URI:spiffe://a/b");
-    }
 }

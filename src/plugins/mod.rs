@@ -75,6 +75,16 @@ pub enum Step<'a> {
     Wait(Pending<'a>),
 }
 
+impl From<Result<(), GatewayError>> for Step<'_> {
+    /// A finished check: go on, or answer with its error.
+    fn from(r: Result<(), GatewayError>) -> Self {
+        match r {
+            Ok(()) => Step::Continue,
+            Err(e) => Step::Reject(e),
+        }
+    }
+}
+
 /// A compiled plugin instance. Built once per snapshot; shared by every
 /// request of the routes it is attached to.
 pub trait Plugin: Send + Sync + fmt::Debug {
@@ -116,6 +126,19 @@ pub struct BuildContext<'a> {
     /// Background tasks the plugin needs (key set refreshes); the gateway
     /// runs one per key while a snapshot needs it.
     pub background: &'a mut Vec<(String, Arc<dyn Background>)>,
+}
+
+impl BuildContext<'_> {
+    /// The same context for the attachment at `path` (a list entry).
+    pub fn at<'b>(&'b mut self, path: &'b str) -> BuildContext<'b> {
+        BuildContext {
+            path,
+            config_dir: self.config_dir,
+            consumer_names: self.consumer_names,
+            state: self.state,
+            background: self.background,
+        }
+    }
 }
 
 /// A problem in a plugin's configuration: the field below the plugin's own
@@ -187,14 +210,7 @@ pub fn build(
     let Some((_, build)) = REGISTRY.iter().find(|(n, _)| n == name) else {
         return Err(vec![(path, format!("unknown plugin `{name}`"))]);
     };
-    let mut inner = BuildContext {
-        path: &path,
-        config_dir: cx.config_dir,
-        consumer_names: cx.consumer_names,
-        state: cx.state,
-        background: cx.background,
-    };
-    let built = build(config, &mut inner).map_err(|(field, msg)| {
+    let built = build(config, &mut cx.at(&path)).map_err(|(field, msg)| {
         let at = if field.is_empty() {
             path.clone()
         } else {

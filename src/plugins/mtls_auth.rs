@@ -68,14 +68,7 @@ impl Plugin for MtlsAuth {
         let Some(cert) = cx.conn.client_cert.clone() else {
             return Step::Continue;
         };
-        let fingerprint = format!("sha256:{}", cert.fingerprint);
-        let subject = super::consumers::normalize_name(&cert.subject);
-        let found = std::iter::once(subject.as_str())
-            .chain(cert.sans.iter().map(String::as_str))
-            .chain(std::iter::once(fingerprint.as_str()))
-            .find_map(|name| cx.consumers.by_certificate(name))
-            .cloned();
-        cx.identity = match found {
+        cx.identity = match cx.consumers.by_certificate(&cert).cloned() {
             Some(c) => Some(Identity::of(c, "mtls_auth")),
             None if self.allow_unknown => Some(Identity::subject_only(&cert.subject, "mtls_auth")),
             None => {

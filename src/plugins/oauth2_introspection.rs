@@ -321,10 +321,7 @@ impl Plugin for Introspection {
         }
         let key = sha256(token.as_bytes());
         if let Some(answer) = self.cache.get(&key) {
-            return match self.accept(cx, &answer) {
-                Ok(()) => Step::Continue,
-                Err(e) => Step::Reject(e),
-            };
+            return Step::from(self.accept(cx, &answer));
         }
         Step::Wait(Box::pin(async move {
             let answer = self.introspect(&token).await?;

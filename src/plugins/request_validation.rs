@@ -251,3 +251,31 @@ impl Plugin for RequestValidation {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_are_capped_and_rules_report_each_problem() {
+        let many: Vec<String> = (0..30).map(|i| format!("problem {i}")).collect();
+        assert_eq!(invalid(many).details.len(), MAX_DETAILS);
+        let rule = Rule {
+            required: true,
+            pattern: Some(regex::Regex::new("^[a-z]+$").expect("regex")),
+            values: vec!["abc".into()],
+        };
+        let mut out = Vec::new();
+        rule.check("x", None, &mut out);
+        rule.check("x", Some("abc"), &mut out);
+        rule.check("x", Some("AB1"), &mut out);
+        assert_eq!(
+            out,
+            [
+                "x is required",
+                "x does not match `^[a-z]+$`",
+                "x must be one of: abc"
+            ]
+        );
+    }
+}

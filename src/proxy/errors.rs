@@ -138,3 +138,19 @@ impl GatewayError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_grpc_codes() {
+        let code = |s: u16| {
+            GatewayError::new(StatusCode::from_u16(s).expect("status"), "x", "").grpc_code()
+        };
+        assert_eq!(
+            [400, 401, 403, 404, 413, 415, 429, 503, 504, 500].map(code),
+            [3, 16, 7, 12, 8, 3, 8, 14, 4, 13]
+        );
+    }
+}

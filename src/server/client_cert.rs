@@ -7,10 +7,17 @@ use http::HeaderValue;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// A distinguished name in one spelling, without blanks around the commas
+/// between its attributes (`CN=app, O=Example` becomes `CN=app,O=Example`),
+/// so configured names match however they were written.
+pub fn normalize_dn(dn: &str) -> String {
+    dn.split(',').map(str::trim).collect::<Vec<_>>().join(",")
+}
+
 /// The identity in a verified client certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIdentity {
-    /// The subject, like `CN=mobile-app,O=Example`.
+    /// The subject, like `CN=mobile-app,O=Example` (see [`normalize_dn`]).
     pub subject: String,
     /// Subject alternative names: `DNS:…`, `URI:…`, `email:…`, `IP:…`.
     pub sans: Vec<String>,
@@ -47,7 +54,7 @@ impl ClientIdentity {
         let digest = ring::digest::digest(&ring::digest::SHA256, der);
         let fingerprint = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         Some(ClientIdentity {
-            subject: cert.subject().to_string(),
+            subject: normalize_dn(&cert.subject().to_string()),
             sans,
             fingerprint,
         })
@@ -75,5 +82,17 @@ impl ClientIdentity {
             }
         }
         HeaderValue::from_str(&v).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_dn;
+
+    #[test]
+    fn distinguished_names_have_one_spelling() {
+        assert_eq!(normalize_dn("CN=app, O=Example"), "CN=app,O=Example");
+        assert_eq!(normalize_dn("CN=app,O=Example"), "CN=app,O=Example");
+        assert_eq!(normalize_dn(" CN=app ,  O=Example "), "CN=app,O=Example");
     }
 }

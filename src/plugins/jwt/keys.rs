@@ -53,6 +53,29 @@ pub struct KeyDoc {
     pub public_key_file: Option<String>,
 }
 
+/// The RSA algorithms (one RSA key may verify any of them).
+pub const RSA: [Algorithm; 6] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+
+/// Every public-key algorithm: what JWKS keys may verify by default.
+pub const ASYMMETRIC: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
 /// Parses an algorithm name; `none` and unknown names are refused.
 pub fn algorithm(name: &str) -> Result<Algorithm, String> {
     name.parse::<Algorithm>().map_err(|_| {
@@ -173,14 +196,7 @@ pub fn from_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<Vec<Key>, String>
             continue;
         }
         let family: Vec<Algorithm> = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => vec![
-                Algorithm::RS256,
-                Algorithm::RS384,
-                Algorithm::RS512,
-                Algorithm::PS256,
-                Algorithm::PS384,
-                Algorithm::PS512,
-            ],
+            AlgorithmParameters::RSA(_) => RSA.to_vec(),
             AlgorithmParameters::EllipticCurve(p) => match p.curve {
                 EllipticCurve::P256 => vec![Algorithm::ES256],
                 EllipticCurve::P384 => vec![Algorithm::ES384],

@@ -27,7 +27,7 @@ use super::{invalid_credentials, BuildContext, BuildError, Phase, Plugin, Step};
 use crate::config::units::{ByteSize, HumanDuration};
 use crate::proxy::errors::GatewayError;
 use jwks::Jwks;
-use keys::{Key, KeyDoc};
+use keys::{Key, KeyDoc, ASYMMETRIC};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,18 +120,6 @@ fn default_min_refresh() -> HumanDuration {
 fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(5))
 }
-
-const ASYMMETRIC: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
 
 /// The compiled plugin.
 #[derive(Debug)]
@@ -608,13 +596,10 @@ impl Plugin for Jwt {
         let (alg, kid) = (header.alg, header.kid);
         let digest = sha256(token.as_bytes());
         if let Some(claims) = self.verified.get(&digest, now(), self.generation()) {
-            return match self
-                .check_times(&claims)
-                .and_then(|()| self.accept(cx, &claims, source))
-            {
-                Ok(()) => Step::Continue,
-                Err(e) => Step::Reject(e),
-            };
+            return Step::from(
+                self.check_times(&claims)
+                    .and_then(|()| self.accept(cx, &claims, source)),
+            );
         }
         let configured = self.verify(digest, &token, alg, kid.as_deref(), &self.keys);
         // A configured key's verdict is final unless a JWKS may hold a key that fits.
@@ -632,10 +617,7 @@ impl Plugin for Jwt {
             (None, _) => None,
         };
         if let Some(r) = configured {
-            return match r.and_then(|claims| self.accept(cx, &claims, source)) {
-                Ok(()) => Step::Continue,
-                Err(e) => Step::Reject(e),
-            };
+            return Step::from(r.and_then(|claims| self.accept(cx, &claims, source)));
         }
         let Some(set) = &self.jwks else {
             return Step::Reject(reject(
@@ -644,10 +626,7 @@ impl Plugin for Jwt {
         };
         if let Some(keys) = set.keys() {
             if let Some(r) = self.verify(digest, &token, alg, kid.as_deref(), &keys) {
-                return match r.and_then(|claims| self.accept(cx, &claims, source)) {
-                    Ok(()) => Step::Continue,
-                    Err(e) => Step::Reject(e),
-                };
+                return Step::from(r.and_then(|claims| self.accept(cx, &claims, source)));
             }
         }
         // An unknown key: the set may have rotated. Fetch it (rate-limited) and retry once.
