@@ -80,6 +80,24 @@ struct Control {
     background: HashMap<String, tokio::task::AbortHandle>,
 }
 
+/// How a gateway is started besides its configuration.
+pub struct StartOptions {
+    /// How target names are resolved.
+    pub lookup: Lookup,
+    /// The time rate limits and quotas count with.
+    pub clock: crate::clock::Clock,
+}
+
+impl Default for StartOptions {
+    /// The system resolver and the system clock.
+    fn default() -> Self {
+        StartOptions {
+            lookup: dns::system_lookup(),
+            clock: crate::clock::Clock::system(),
+        }
+    }
+}
+
 /// A running gateway. Dropping it stops the workers without draining; call
 /// [`Gateway::shutdown`] for a graceful stop.
 pub struct Gateway {
@@ -97,11 +115,24 @@ impl Gateway {
     /// Like [`Gateway::start`], resolving target names with `lookup` (tests
     /// script DNS answers this way).
     pub fn start_with_lookup(source: ConfigSource, lookup: Lookup) -> Result<Gateway, ApplyError> {
+        Gateway::start_with(
+            source,
+            StartOptions {
+                lookup,
+                ..StartOptions::default()
+            },
+        )
+    }
+
+    /// Like [`Gateway::start`], with the name lookup and clock given (tests
+    /// script DNS answers and move time by hand this way).
+    pub fn start_with(source: ConfigSource, options: StartOptions) -> Result<Gateway, ApplyError> {
+        let StartOptions { lookup, clock } = options;
         let loaded = source.load()?;
         let n = worker_count(loaded.doc.gateway.workers);
         let workers = Workers::spawn(n).map_err(ApplyError::Workers)?;
         let pools = UpstreamRegistry::default();
-        let plugin_state = crate::plugins::StateStore::default();
+        let plugin_state = crate::plugins::StateStore::with_clock(clock);
         plugin_state.begin();
         let snap =
             compile(&loaded, 1, n, &pools, &plugin_state).map_err(|errors| ConfigErrors {

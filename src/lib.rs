@@ -6,9 +6,11 @@
 //! compiled runtime form), `routing`, `proxy` (the per-request pipeline),
 //! `upstream` (targets and connection pools), `server` (workers, listeners,
 //! connections), `gateway` (applying configurations), `reload` (file watch
-//! and signals), `plugins`, `observability`, `cli`.
+//! and signals), `plugins`, `observability`, `cli`, `clock` (time for
+//! window arithmetic, manual in tests).
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod gateway;
 pub mod observability;
@@ -20,7 +22,7 @@ pub mod server;
 pub mod snapshot;
 pub mod upstream;
 
-pub use gateway::{ApplyError, ConfigSource, Gateway};
+pub use gateway::{ApplyError, ConfigSource, Gateway, StartOptions};
 
 /// The bundled quickstart configuration, used by `portcullis run` without `--config`.
 pub const QUICKSTART: &str = include_str!("../examples/quickstart.yaml");

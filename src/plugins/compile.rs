@@ -34,6 +34,7 @@ pub fn compile(
     let names: Vec<&str> = doc.consumers.iter().map(|c| c.name.as_str()).collect();
     let mut cx = BuildContext {
         path: "",
+        owner: "global",
         config_dir,
         consumer_names: &names,
         state,
@@ -42,23 +43,24 @@ pub fn compile(
     let (consumers, e) = super::consumers::compile(&doc.consumers, &mut cx);
     errors.extend(e);
     let mut build_list =
-        |list: &[crate::config::PluginDoc], at: &str, errors: &mut Vec<BuildError>| {
+        |list: &[crate::config::PluginDoc], at: &str, owner: &str, errors: &mut Vec<BuildError>| {
             let mut out = Vec::new();
             for (j, p) in list.iter().enumerate() {
                 let path = format!("{at}[{j}]");
-                match super::build(p, &mut cx.at(&path)) {
+                match super::build(p, &mut cx.owned(&path, owner)) {
                     Ok(p) => out.push(p),
                     Err(e) => errors.extend(e),
                 }
             }
             out
         };
-    let global = build_list(&doc.plugins, "plugins", &mut errors);
+    let global = build_list(&doc.plugins, "plugins", "global", &mut errors);
     duplicates(&global, "plugins", &mut errors);
     let mut chains = Vec::new();
     for (i, r) in doc.routes.iter().enumerate() {
         let at = format!("routes[{i}].plugins");
-        let own = build_list(&r.plugins, &at, &mut errors);
+        let owner = format!("route:{}", r.name);
+        let own = build_list(&r.plugins, &at, &owner, &mut errors);
         duplicates(&own, &at, &mut errors);
         let chain = Chain::new(&global, &own, &consumers);
         // An `acl` with nothing to identify the caller refuses everyone.

@@ -89,7 +89,8 @@ pub fn compile(docs: &[ConsumerDoc], cx: &mut BuildContext<'_>) -> (Consumers, V
         let mut plugins = Vec::new();
         for (j, p) in doc.plugins.iter().enumerate() {
             let path = format!("{at}.plugins[{j}]");
-            match super::build(p, &mut cx.at(&path)) {
+            let owner = format!("consumer:{}", doc.name);
+            match super::build(p, &mut cx.owned(&path, &owner)) {
                 Ok(p) if p.phase() == Phase::Authentication => errors.push((
                     format!("{path}.{}", p.name()),
                     "authentication plugins cannot be attached to a consumer (the consumer is \

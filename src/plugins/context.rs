@@ -14,6 +14,7 @@ use http::StatusCode;
 use crate::proxy::body::{BodyError, ClientBody, GuardedBody};
 use crate::proxy::errors::GatewayError;
 use crate::proxy::pipeline::ConnInfo;
+use crate::routing::PathPattern;
 
 /// Who is calling, once an authentication plugin (or the anonymous
 /// fallback) has said so.
@@ -88,8 +89,16 @@ pub struct Access<'r> {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Whether the client speaks gRPC (errors become gRPC statuses).
     pub grpc: bool,
+    /// The matched route's path pattern, for path captures.
+    pub matched: Option<&'r PathPattern>,
+    /// Kept until the response is done (its body sent, failed or dropped):
+    /// concurrency slots are released when these drop.
+    pub holds: Vec<Hold>,
     client_ip: Option<IpAddr>,
 }
+
+/// Something held for the life of a request's response (a concurrency slot).
+pub type Hold = Box<dyn std::any::Any + Send + Sync>;
 
 impl<'r> Access<'r> {
     /// Starts the access step for one request.
@@ -115,6 +124,8 @@ impl<'r> Access<'r> {
             body_read_timeout,
             response_headers: Vec::new(),
             grpc,
+            matched: None,
+            holds: Vec::new(),
             client_ip: None,
         }
     }
@@ -128,6 +139,13 @@ impl<'r> Access<'r> {
         let ip = client_address(self.conn.peer, self.req.headers(), self.trusted_proxies);
         self.client_ip = Some(ip);
         ip
+    }
+
+    /// A path capture of the matched route, like `id` of `/users/{id}`.
+    pub fn capture(&self, name: &str) -> Option<String> {
+        let path = crate::routing::normalize::normalize_path(self.req.uri().path());
+        let (caps, _) = self.matched?.captures(&path)?;
+        caps.get(name).map(str::to_string)
     }
 
     /// The request headers.

@@ -18,8 +18,10 @@ pub mod http_client;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod limits;
 pub mod mtls_auth;
 pub mod oauth2_introspection;
+pub mod rate_limit;
 pub mod request_size_limit;
 pub mod request_validation;
 pub mod state;
@@ -53,7 +55,8 @@ pub enum Phase {
     Authentication,
     /// May the caller use this route (`acl`).
     Authorization,
-    /// How much (`request_size_limit`, later rate limits and quotas).
+    /// How much (`rate_limit`, `quota`, `concurrency_limit`,
+    /// `request_size_limit`).
     Limits,
     /// Is the request well formed (`request_validation`).
     Validation,
@@ -117,6 +120,10 @@ pub trait Plugin: Send + Sync + fmt::Debug {
 pub struct BuildContext<'a> {
     /// Where the plugin is attached, like `routes[2].plugins[0].jwt`.
     pub path: &'a str,
+    /// Who the plugin is attached to: `global`, `route:<name>` or
+    /// `consumer:<name>`. Names, not list positions, so counters kept under
+    /// it (rate limits) survive reordering and match across nodes.
+    pub owner: &'a str,
     /// Relative file paths in plugin configs are taken from here.
     pub config_dir: &'a Path,
     /// The names of the configured consumers (for `anonymous`).
@@ -133,11 +140,19 @@ impl BuildContext<'_> {
     pub fn at<'b>(&'b mut self, path: &'b str) -> BuildContext<'b> {
         BuildContext {
             path,
+            owner: self.owner,
             config_dir: self.config_dir,
             consumer_names: self.consumer_names,
             state: self.state,
             background: self.background,
         }
+    }
+
+    /// The same context for an attachment at `path` owned by `owner`.
+    pub fn owned<'b>(&'b mut self, path: &'b str, owner: &'b str) -> BuildContext<'b> {
+        let mut cx = self.at(path);
+        cx.owner = owner;
+        cx
     }
 }
 
@@ -158,6 +173,7 @@ const REGISTRY: &[(&str, Build)] = &[
     ("oauth2_introspection", oauth2_introspection::build),
     ("mtls_auth", mtls_auth::build),
     ("acl", acl::build),
+    ("rate_limit", rate_limit::build),
     ("request_size_limit", request_size_limit::build),
     ("request_validation", request_validation::build),
 ];

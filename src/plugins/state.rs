@@ -23,6 +23,7 @@ type Entry = (Arc<dyn Any + Send + Sync>, u64);
 #[derive(Debug, Default)]
 pub struct StateStore {
     inner: Mutex<Inner>,
+    clock: crate::clock::Clock,
 }
 
 #[derive(Debug, Default)]
@@ -32,6 +33,19 @@ struct Inner {
 }
 
 impl StateStore {
+    /// A store whose plugins read time from `clock` (tests pass a manual one).
+    pub fn with_clock(clock: crate::clock::Clock) -> StateStore {
+        StateStore {
+            inner: Mutex::default(),
+            clock,
+        }
+    }
+
+    /// The clock plugins count windows with.
+    pub fn clock(&self) -> &crate::clock::Clock {
+        &self.clock
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // The map stays consistent even if a holder panicked.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
