@@ -10,6 +10,7 @@ pub mod acl;
 pub mod basic_auth;
 pub mod chain;
 pub mod compile;
+pub mod concurrency_limit;
 pub mod consumers;
 pub mod context;
 pub mod cors;
@@ -21,6 +22,7 @@ pub mod key_auth;
 pub mod limits;
 pub mod mtls_auth;
 pub mod oauth2_introspection;
+pub mod quota;
 pub mod rate_limit;
 pub mod request_size_limit;
 pub mod request_validation;
@@ -174,6 +176,8 @@ const REGISTRY: &[(&str, Build)] = &[
     ("mtls_auth", mtls_auth::build),
     ("acl", acl::build),
     ("rate_limit", rate_limit::build),
+    ("quota", quota::build),
+    ("concurrency_limit", concurrency_limit::build),
     ("request_size_limit", request_size_limit::build),
     ("request_validation", request_validation::build),
 ];

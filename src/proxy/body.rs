@@ -43,6 +43,26 @@ pin_project_lite::pin_project! {
             #[pin] body: GuardedBody<crate::upstream::pool::PooledBody>,
             held: Option<crate::upstream::limits::Held>,
         },
+        /// Another body, with things plugins keep until the response is
+        /// done (concurrency slots): dropped with the body, when it is sent,
+        /// fails or the client goes away.
+        Holding {
+            body: Pin<Box<ResponseBody>>,
+            holds: Vec<crate::plugins::context::Hold>,
+        },
+    }
+}
+
+impl ResponseBody {
+    /// This body, keeping `holds` until it is dropped.
+    pub fn holding(self, holds: Vec<crate::plugins::context::Hold>) -> ResponseBody {
+        if holds.is_empty() {
+            return self;
+        }
+        ResponseBody::Holding {
+            body: Box::pin(self),
+            holds,
+        }
     }
 }
 
@@ -57,6 +77,7 @@ impl Body for ResponseBody {
         match self.project() {
             ResponseBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
             ResponseBodyProj::Upstream { body, .. } => body.poll_frame(cx),
+            ResponseBodyProj::Holding { body, .. } => body.as_mut().poll_frame(cx),
         }
     }
 
@@ -64,6 +85,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full { body } => body.is_end_stream(),
             ResponseBody::Upstream { body, .. } => body.is_end_stream(),
+            ResponseBody::Holding { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -71,6 +93,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full { body } => body.size_hint(),
             ResponseBody::Upstream { body, .. } => body.size_hint(),
+            ResponseBody::Holding { body, .. } => body.size_hint(),
         }
     }
 }

@@ -344,6 +344,8 @@ async fn route_and_act(
     let mut req = req.map(ClientBody::stream);
     let mut body_limit = limit;
     let mut extra = Vec::new();
+    let mut holds = Vec::new();
+    let pattern = m.path.map(|i| &route.paths[i as usize]);
     if route.chain.is_empty() {
         // Clients never get to claim an identity, plugins or not.
         snap.identity_headers.apply(req.headers_mut(), None);
@@ -358,9 +360,11 @@ async fn route_and_act(
             listener.limits.body_read_timeout,
             grpc,
         );
+        cx.matched = pattern;
         let outcome = route.chain.run(&mut cx).await;
         body_limit = cx.body_limit;
         extra = std::mem::take(&mut cx.response_headers);
+        holds = std::mem::take(&mut cx.holds);
         let identity = cx.identity.take();
         let early = match outcome {
             Ok(()) => {
@@ -376,14 +380,13 @@ async fn route_and_act(
             return Ok(resp);
         }
     }
-    let pattern = m.path.map(|i| &route.paths[i as usize]);
     let result = act(req, conn, snap, listener, rid, route, pattern, body_limit).await;
-    if extra.is_empty() {
+    if extra.is_empty() && holds.is_empty() {
         return result;
     }
     let mut resp = result.unwrap_or_else(|e| render(e, grpc, rid));
     add_headers(&mut resp, extra);
-    Ok(resp)
+    Ok(resp.map(|b| b.holding(holds)))
 }
 
 /// A gateway error as the client expects it (gRPC status or JSON).

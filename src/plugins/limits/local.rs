@@ -62,47 +62,70 @@ impl LocalStore {
     /// all count it; when any refuses, none does. `out` gets one decision
     /// per rate, in order. Returns whether the request was admitted.
     pub fn check(&self, key: &str, now: u64, rates: &[Rate], out: &mut Vec<Decision>) -> bool {
+        self.update(key, now, rates.len(), |cells| {
+            let first = out.len();
+            let mut all = true;
+            for (rate, cell) in rates.iter().zip(cells.iter_mut()) {
+                let d = rate.check(cell, now);
+                all &= d.allowed;
+                out.push(d);
+            }
+            if !all {
+                // Window rollovers stay (a refused request sees fresh counts
+                // next time); only the counting itself is taken back.
+                for ((rate, cell), d) in rates.iter().zip(cells.iter_mut()).zip(&out[first..]) {
+                    if d.allowed {
+                        rate.refund(cell, now);
+                    }
+                }
+            }
+            let expires = rates
+                .iter()
+                .zip(cells.iter())
+                .map(|(r, c)| r.expires(c))
+                .max()
+                .unwrap_or(0);
+            (all, expires)
+        })
+    }
+
+    /// Runs `f` on the `n` cells of `key` under the shard's lock; `f`
+    /// returns its result and when the cells are fresh again (they may then
+    /// be forgotten).
+    pub fn update<R>(
+        &self,
+        key: &str,
+        now: u64,
+        n: usize,
+        f: impl FnOnce(&mut [Cell]) -> (R, u64),
+    ) -> R {
         let mut shard = self.shard(key);
         if now >= shard.next_sweep {
             shard.map.retain(|_, e| e.expires > now);
             shard.next_sweep = now.saturating_add(SWEEP_EVERY);
         }
-        if !shard.map.contains_key(key) && shard.map.len() >= self.per_shard {
-            shard.map.retain(|_, e| e.expires > now);
+        if !shard.map.contains_key(key) {
             if shard.map.len() >= self.per_shard {
-                self.evict_one(&mut shard);
-            }
-        }
-        let entry = shard.map.entry(Box::from(key)).or_insert_with(|| Entry {
-            cells: vec![Cell::default(); rates.len()].into_boxed_slice(),
-            expires: 0,
-        });
-        if entry.cells.len() != rates.len() {
-            entry.cells = vec![Cell::default(); rates.len()].into_boxed_slice();
-        }
-        let first = out.len();
-        let mut all = true;
-        for (rate, cell) in rates.iter().zip(entry.cells.iter_mut()) {
-            let d = rate.check(cell, now);
-            all &= d.allowed;
-            out.push(d);
-        }
-        if !all {
-            // Window rollovers stay (a refused request sees fresh counts next
-            // time); only the counting itself is taken back.
-            for ((rate, cell), d) in rates.iter().zip(entry.cells.iter_mut()).zip(&out[first..]) {
-                if d.allowed {
-                    rate.refund(cell, now);
+                shard.map.retain(|_, e| e.expires > now);
+                if shard.map.len() >= self.per_shard {
+                    self.evict_one(&mut shard);
                 }
             }
+            let fresh = Entry {
+                cells: vec![Cell::default(); n].into_boxed_slice(),
+                expires: 0,
+            };
+            shard.map.insert(Box::from(key), fresh);
         }
-        entry.expires = rates
-            .iter()
-            .zip(entry.cells.iter())
-            .map(|(r, c)| r.expires(c))
-            .max()
-            .unwrap_or(0);
-        all
+        let Some(entry) = shard.map.get_mut(key) else {
+            unreachable!("the key was inserted above under the same lock")
+        };
+        if entry.cells.len() != n {
+            entry.cells = vec![Cell::default(); n].into_boxed_slice();
+        }
+        let (r, expires) = f(&mut entry.cells);
+        entry.expires = expires;
+        r
     }
 
     /// Takes back a request this store admitted at `now` (a limit kept
