@@ -3,6 +3,8 @@
 //! and real clients (hyper, and raw sockets for malformed requests).
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,6 +26,27 @@ use tokio::net::{TcpListener, TcpStream};
 /// Starts the gateway on an inline document.
 pub fn start(yaml: &str) -> Gateway {
     Gateway::start(ConfigSource::Inline(yaml.to_string())).expect("gateway starts")
+}
+
+/// Starts the gateway with a manual clock (rate limits, quotas).
+pub fn start_with_clock(yaml: &str, clock: &portcullis::clock::Clock) -> Gateway {
+    Gateway::start_with(
+        ConfigSource::Inline(yaml.to_string()),
+        portcullis::StartOptions {
+            clock: clock.clone(),
+            ..Default::default()
+        },
+    )
+    .expect("gateway starts")
+}
+
+/// GET `path` with extra request headers.
+pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
+    let mut b = Request::get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(b.body(Full::default()).expect("request")).await
 }
 
 /// Applies a new inline document to a running gateway.
