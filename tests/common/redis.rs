@@ -39,6 +39,18 @@ impl RedisServer {
         RedisServer::start_with(&[])
     }
 
+    /// Starts a server on `port` (one a gateway already tries to reach).
+    pub fn start_at(port: u16) -> RedisServer {
+        let mut s = RedisServer {
+            port,
+            child: None,
+            dir: tempfile::tempdir().expect("temp dir"),
+            extra: Vec::new(),
+        };
+        s.spawn();
+        s
+    }
+
     /// Starts a server with extra `--option value` arguments.
     pub fn start_with(extra: &[&str]) -> RedisServer {
         let mut s = RedisServer {
