@@ -386,7 +386,7 @@ fn bad_limit_configs_are_refused_with_their_paths() {
         (
             "rate_limit: { limit: 5, window: 1s, store: redis }",
             "rate_limit.store",
-            "needs a `redis:`",
+            "need a `redis:`",
         ),
         (
             "rate_limit: { limits: [{ limit: 1, window: 1s }, { limit: 0, window: 1m }] }",
@@ -417,6 +417,16 @@ fn bad_limit_configs_are_refused_with_their_paths() {
             "rate_limit: { limit: 10000000, window: 1s, algorithm: token_bucket }",
             "rate_limit.limit",
             "microsecond",
+        ),
+        (
+            "rate_limit: { limit: 5, window: 1s, store: hybrid, redis: { url: 'redis://x' } }",
+            "rate_limit.algorithm",
+            "fixed windows only",
+        ),
+        (
+            "rate_limit: { limit: 5, window: 1s, algorithm: fixed_window, store: hybrid, sync_interval: 1ms, redis: { url: 'redis://x' } }",
+            "rate_limit.sync_interval",
+            "at most every 10ms",
         ),
         (
             "quota: { limit: 10, period: fortnight }",

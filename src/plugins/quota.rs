@@ -176,6 +176,12 @@ pub fn build(
             let identity = format!("quota|{}|{period_name}|{}", cx.owner, c.time_zone);
             Backend::Local(cx.state.get(&identity, || LocalStore::new(c.max_keys)))
         }
+        (Store::Hybrid, _) => {
+            return Err((
+                "store".into(),
+                "a quota is kept in `redis` or `local`, not `hybrid`".into(),
+            ))
+        }
         (Store::Local, Some(_)) => {
             return Err((
                 "redis".into(),

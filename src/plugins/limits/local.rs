@@ -131,12 +131,33 @@ impl LocalStore {
     /// Takes back a request this store admitted at `now` (a limit kept
     /// elsewhere refused it).
     pub fn refund(&self, key: &str, now: u64, rates: &[Rate]) {
-        let mut shard = self.shard(key);
-        if let Some(e) = shard.map.get_mut(key) {
-            for (rate, cell) in rates.iter().zip(e.cells.iter_mut()) {
+        self.modify(key, |cells| {
+            for (rate, cell) in rates.iter().zip(cells.iter_mut()) {
                 rate.refund(cell, now);
             }
+        });
+    }
+
+    /// Runs `f` on the cells of `key` if it is kept (never inserts).
+    pub fn modify(&self, key: &str, f: impl FnOnce(&mut [Cell])) {
+        if let Some(e) = self.shard(key).map.get_mut(key) {
+            f(&mut e.cells);
         }
+    }
+
+    /// Every key for which `f` returns something, with that; one shard
+    /// locked at a time.
+    pub fn collect<T>(&self, mut f: impl FnMut(&[Cell]) -> Option<T>) -> Vec<(Box<str>, T)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, e) in &shard.map {
+                if let Some(t) = f(&e.cells) {
+                    out.push((k.clone(), t));
+                }
+            }
+        }
+        out
     }
 
     fn evict_one(&self, shard: &mut Shard) {

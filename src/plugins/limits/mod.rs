@@ -4,6 +4,7 @@
 //! Redis fails. See `docs/rate-limiting.md`.
 
 pub mod algorithm;
+pub mod hybrid;
 pub mod key;
 pub mod local;
 pub mod redis;
@@ -22,6 +23,9 @@ pub enum Store {
     Local,
     /// In Redis, shared by every node.
     Redis,
+    /// Decided in this process, synced with Redis in batches (fixed
+    /// windows only; may overshoot, see [`hybrid`]).
+    Hybrid,
 }
 
 /// What a request gets when Redis cannot answer in time.

@@ -9,11 +9,12 @@ use serde::Deserialize;
 
 use crate::config::units::HumanDuration;
 use crate::plugins::limits::algorithm::{Algorithm, Rate};
+use crate::plugins::limits::hybrid::HybridStore;
 use crate::plugins::limits::key::OnMissing;
 use crate::plugins::limits::local::LocalStore;
-use crate::plugins::limits::redis::RedisDoc;
+use crate::plugins::limits::redis::{Redis, RedisDoc};
 use crate::plugins::limits::{OnRedisError, Store};
-use crate::plugins::{BuildContext, BuildError};
+use crate::plugins::{Background, BuildContext, BuildError};
 
 /// The document under `rate_limit:`.
 #[derive(Debug, Deserialize)]
@@ -59,6 +60,13 @@ pub struct Config {
     /// Most keys kept in memory per local limit set (default 100000).
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
+    /// How often `store: hybrid` counters sync with Redis (default 100ms).
+    #[serde(default = "default_sync")]
+    pub sync_interval: HumanDuration,
+}
+
+fn default_sync() -> HumanDuration {
+    HumanDuration(Duration::from_millis(100))
 }
 
 fn yes() -> bool {
@@ -99,6 +107,8 @@ pub struct LimitSet {
     pub local_store: Option<Arc<LocalStore>>,
     /// Limits counted in Redis.
     pub redis: Vec<Rate>,
+    /// Limits counted here and synced with Redis in batches.
+    pub hybrid: Option<Arc<HybridStore>>,
     /// `RateLimit-Policy`, like `10;w=1, 1000;w=3600`.
     pub policy: HeaderValue,
 }
@@ -112,13 +122,15 @@ pub fn compile_set(
     docs: &[LimitDoc],
     at: &str,
     c: &Config,
-    cx: &BuildContext<'_>,
+    shared: Option<&Arc<Redis>>,
+    cx: &mut BuildContext<'_>,
 ) -> Result<LimitSet, BuildError> {
     if docs.is_empty() {
         return Err((at.into(), "list at least one limit".into()));
     }
     let mut local = Vec::new();
     let mut redis = Vec::new();
+    let mut hybrid = Vec::new();
     let mut policy = Vec::new();
     for (i, d) in docs.iter().enumerate() {
         let field = |f: &str| {
@@ -182,10 +194,20 @@ pub fn compile_set(
                     .into(),
             ));
         }
-        if store == Store::Redis && c.redis.is_none() {
+        if store != Store::Local && c.redis.is_none() {
             return Err((
                 field("store"),
-                "`store: redis` needs a `redis:` connection on the plugin".into(),
+                "`store: redis` and `store: hybrid` need a `redis:` connection on the plugin"
+                    .into(),
+            ));
+        }
+        if store == Store::Hybrid && algorithm != Algorithm::FixedWindow {
+            return Err((
+                field("algorithm"),
+                format!(
+                    "`store: hybrid` counts fixed windows only, not `{}`",
+                    algorithm.name()
+                ),
             ));
         }
         policy.push(format!(
@@ -200,8 +222,38 @@ pub fn compile_set(
         match store {
             Store::Local => local.push(rate),
             Store::Redis => redis.push(rate),
+            Store::Hybrid => hybrid.push(rate),
         }
     }
+    let hybrid = match shared.filter(|_| !hybrid.is_empty()) {
+        None => None,
+        Some(r) => {
+            let interval = c.sync_interval.0;
+            if interval < Duration::from_millis(10) {
+                return Err(("sync_interval".into(), "sync at most every 10ms".into()));
+            }
+            let identity = format!(
+                "{}|{name}|{hybrid:?}|{}|{interval:?}|{}",
+                cx.owner, c.max_keys, r.prefix
+            );
+            let namespace = format!("{}:rl:{}:{name}:hybrid", r.prefix, cx.owner);
+            let store = cx.state.get(&identity, || {
+                HybridStore::new(
+                    hybrid,
+                    r.clone(),
+                    namespace,
+                    interval,
+                    c.max_keys,
+                    cx.state.clock().clone(),
+                )
+            });
+            cx.background.push((
+                format!("hybrid:{identity}"),
+                store.clone() as Arc<dyn Background>,
+            ));
+            Some(store)
+        }
+    };
     let local_store = (!local.is_empty()).then(|| {
         let identity = format!("{}|{name}|{local:?}|{}", cx.owner, c.max_keys);
         cx.state.get(&identity, || LocalStore::new(c.max_keys))
@@ -213,6 +265,7 @@ pub fn compile_set(
         local,
         local_store,
         redis,
+        hybrid,
         policy,
     })
 }

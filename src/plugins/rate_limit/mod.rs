@@ -52,7 +52,18 @@ pub fn build(
     }
     let defaults = default_limits(&c)?;
     let at = if c.limits.is_empty() { "" } else { "limits" };
-    let mut sets = vec![compile_set("default", &defaults, at, &c, cx)?];
+    let shared = match &c.redis {
+        Some(doc) => Some(Redis::shared(doc, cx)?),
+        None => None,
+    };
+    let mut sets = vec![compile_set(
+        "default",
+        &defaults,
+        at,
+        &c,
+        shared.as_ref(),
+        cx,
+    )?];
     for (group, value) in &c.groups {
         let at = format!("groups.{group}");
         let docs: Vec<LimitDoc> = super::parse(value).map_err(|(f, m)| {
@@ -63,19 +74,19 @@ pub fn build(
             };
             (f, m)
         })?;
-        sets.push(compile_set(group, &docs, &at, &c, cx)?);
+        sets.push(compile_set(group, &docs, &at, &c, shared.as_ref(), cx)?);
     }
-    let uses_redis = sets.iter().any(|s| !s.redis.is_empty());
-    let redis = match (&c.redis, uses_redis) {
-        (Some(doc), true) => Some(Redis::shared(doc, cx)?),
-        (Some(_), false) => {
-            return Err((
-                "redis".into(),
-                "no limit is stored in Redis; set `store: redis` or remove `redis`".into(),
-            ))
-        }
-        (None, _) => None,
-    };
+    let uses_redis = sets
+        .iter()
+        .any(|s| !s.redis.is_empty() || s.hybrid.is_some());
+    if shared.is_some() && !uses_redis {
+        return Err((
+            "redis".into(),
+            "no limit is stored in Redis; set `store: redis` (or `hybrid`) or remove `redis`"
+                .into(),
+        ));
+    }
+    let redis = shared;
     let prefix_owner = match &redis {
         Some(r) => format!("{}:rl:{}", r.prefix, cx.owner),
         None => cx.owner.to_string(),
@@ -118,8 +129,19 @@ impl Plugin for RateLimit {
                 return Step::Reject(self.refusal(set, &set.local, &decisions));
             }
         }
+        let mut rates: Vec<Rate> = set.local.clone();
+        if let Some(hybrid) = &set.hybrid {
+            let before = decisions.len();
+            if !hybrid.check(&key, now, &mut decisions) {
+                if let Some(store) = &set.local_store {
+                    store.refund(&key, now, &set.local);
+                }
+                return Step::Reject(self.refusal(set, hybrid.rates(), &decisions[before..]));
+            }
+            rates.extend_from_slice(hybrid.rates());
+        }
         let Some(redis) = self.redis.as_ref().filter(|_| !set.redis.is_empty()) else {
-            self.admit(cx, set, &set.local, &decisions);
+            self.admit(cx, set, &rates, &decisions);
             return Step::Continue;
         };
         Step::Wait(Box::pin(async move {
@@ -129,6 +151,9 @@ impl Plugin for RateLimit {
                 if let Some(store) = &set.local_store {
                     store.refund(&key, now, &set.local);
                 }
+                if let Some(hybrid) = &set.hybrid {
+                    hybrid.refund(&key, now);
+                }
             };
             match answer {
                 Ok(v) if v.len() == 1 + 4 * set.redis.len() => {
@@ -137,7 +162,7 @@ impl Plugin for RateLimit {
                         refund();
                         return Err(self.refusal(set, &set.redis, &remote));
                     }
-                    let rates: Vec<Rate> = set.local.iter().chain(&set.redis).copied().collect();
+                    rates.extend_from_slice(&set.redis);
                     decisions.extend(remote);
                     self.admit(cx, set, &rates, &decisions);
                     Ok(())
@@ -152,7 +177,7 @@ impl Plugin for RateLimit {
                     redis.warn("rate_limit", self.on_redis_error.describe(), &err);
                     match self.on_redis_error {
                         OnRedisError::Allow => {
-                            self.admit(cx, set, &set.local, &decisions);
+                            self.admit(cx, set, &rates, &decisions);
                             Ok(())
                         }
                         OnRedisError::Deny => {
