@@ -111,6 +111,8 @@ pub struct LimitSet {
     pub hybrid: Option<Arc<HybridStore>>,
     /// `RateLimit-Policy`, like `10;w=1, 1000;w=3600`.
     pub policy: HeaderValue,
+    /// Every limit in the order a check decides them: local, hybrid, Redis.
+    pub all: Vec<Rate>,
 }
 
 /// Longest window a rate limit may have; longer allowances are quotas.
@@ -225,6 +227,7 @@ pub fn compile_set(
             Store::Hybrid => hybrid.push(rate),
         }
     }
+    let all: Vec<Rate> = local.iter().chain(&hybrid).chain(&redis).copied().collect();
     let hybrid = match shared.filter(|_| !hybrid.is_empty()) {
         None => None,
         Some(r) => {
@@ -267,6 +270,7 @@ pub fn compile_set(
         redis,
         hybrid,
         policy,
+        all,
     })
 }
 

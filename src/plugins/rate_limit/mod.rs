@@ -129,7 +129,6 @@ impl Plugin for RateLimit {
                 return Step::Reject(self.refusal(set, &set.local, &decisions));
             }
         }
-        let mut rates: Vec<Rate> = set.local.clone();
         if let Some(hybrid) = &set.hybrid {
             let before = decisions.len();
             if !hybrid.check(&key, now, &mut decisions) {
@@ -138,10 +137,9 @@ impl Plugin for RateLimit {
                 }
                 return Step::Reject(self.refusal(set, hybrid.rates(), &decisions[before..]));
             }
-            rates.extend_from_slice(hybrid.rates());
         }
         let Some(redis) = self.redis.as_ref().filter(|_| !set.redis.is_empty()) else {
-            self.admit(cx, set, &rates, &decisions);
+            self.admit(cx, set, &decisions);
             return Step::Continue;
         };
         Step::Wait(Box::pin(async move {
@@ -162,9 +160,8 @@ impl Plugin for RateLimit {
                         refund();
                         return Err(self.refusal(set, &set.redis, &remote));
                     }
-                    rates.extend_from_slice(&set.redis);
                     decisions.extend(remote);
-                    self.admit(cx, set, &rates, &decisions);
+                    self.admit(cx, set, &decisions);
                     Ok(())
                 }
                 other => {
@@ -177,7 +174,7 @@ impl Plugin for RateLimit {
                     redis.warn("rate_limit", self.on_redis_error.describe(), &err);
                     match self.on_redis_error {
                         OnRedisError::Allow => {
-                            self.admit(cx, set, &rates, &decisions);
+                            self.admit(cx, set, &decisions);
                             Ok(())
                         }
                         OnRedisError::Deny => {
@@ -242,11 +239,13 @@ impl RateLimit {
     }
 
     /// Adds the `RateLimit-*` headers of the tightest limit to the response.
-    fn admit(&self, cx: &mut Access<'_>, set: &LimitSet, rates: &[Rate], decisions: &[Decision]) {
+    /// `decisions` follow `set.all` (local, hybrid, then Redis limits).
+    fn admit(&self, cx: &mut Access<'_>, set: &LimitSet, decisions: &[Decision]) {
         if !self.headers {
             return;
         }
-        let tightest = rates
+        let tightest = set
+            .all
             .iter()
             .zip(decisions)
             .min_by(|(_, a), (_, b)| a.remaining.cmp(&b.remaining).then(b.reset.cmp(&a.reset)));
