@@ -54,11 +54,6 @@ impl Clock {
             t.store(unix_nanos, Ordering::Relaxed);
         }
     }
-
-    /// Whether this is a manual (test) clock.
-    pub fn is_manual(&self) -> bool {
-        self.manual.is_some()
-    }
 }
 
 #[cfg(test)]

@@ -95,6 +95,30 @@ async fn headers_count_down_and_refusals_say_when_to_retry() {
 }
 
 #[tokio::test]
+async fn headers_can_be_turned_off_but_retry_after_stays() {
+    let clock = Clock::manual(T0);
+    let gw = start_with_clock(
+        &routes("      - rate_limit: { limit: 1, window: 1m, key: ip, algorithm: fixed_window, headers: false }\n"),
+        &clock,
+    );
+    let a = addr(&gw, "main");
+    let ok = get(a, "/t/x").await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert!(ok
+        .headers
+        .keys()
+        .all(|k| !k.as_str().starts_with("ratelimit")));
+    let refused = get(a, "/t/x").await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers["retry-after"], "60");
+    assert!(refused
+        .headers
+        .keys()
+        .all(|k| !k.as_str().starts_with("ratelimit")));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn several_limits_apply_together_and_the_tightest_is_reported() {
     let clock = Clock::manual(T0);
     let gw = start_with_clock(
@@ -427,6 +451,36 @@ fn bad_limit_configs_are_refused_with_their_paths() {
             "rate_limit: { limit: 5, window: 1s, algorithm: fixed_window, store: hybrid, sync_interval: 1ms, redis: { url: 'redis://x' } }",
             "rate_limit.sync_interval",
             "at most every 10ms",
+        ),
+        (
+            "rate_limit: { limit: 1, window: 1s, store: redis, redis: {} }",
+            "rate_limit.redis",
+            "needs `url",
+        ),
+        (
+            "rate_limit: { limit: 1, window: 1s, store: redis, redis: { url: 'redis://a', cluster: ['redis://b'] } }",
+            "rate_limit.redis",
+            "not both",
+        ),
+        (
+            "rate_limit: { limit: 1, window: 1s, store: redis, redis: { url: 'redis://a', pool_size: 0 } }",
+            "rate_limit.redis.pool_size",
+            "between 1 and 64",
+        ),
+        (
+            "rate_limit: { limit: 1, window: 1s, store: redis, redis: { url: 'redis://a', timeout: 0s } }",
+            "rate_limit.redis.timeout",
+            "above zero",
+        ),
+        (
+            "rate_limit: { limit: 1, window: 1s, store: redis, redis: { url: 'redis://a', tls: true } }",
+            "rate_limit.redis",
+            "unknown field `tls`",
+        ),
+        (
+            "quota: { limit: 1, period: day, store: hybrid }",
+            "quota.store",
+            "not `hybrid`",
         ),
         (
             "quota: { limit: 10, period: fortnight }",

@@ -12,6 +12,7 @@ use common::redis::{free_port, RedisCluster, RedisServer};
 use common::*;
 use http::StatusCode;
 use portcullis::clock::Clock;
+use portcullis::Gateway;
 
 /// 2026-11-22T10:00:00Z.
 const T0: u64 = 1_795_341_600 * 1_000_000_000;
@@ -38,6 +39,15 @@ async fn connected(a: SocketAddr) {
     }
 }
 
+/// Two gateway nodes on the same config and clock, both talking to Redis.
+async fn two_nodes(yaml: &str, clock: &Clock) -> (Gateway, Gateway, SocketAddr, SocketAddr) {
+    let (one, two) = (start_with_clock(yaml, clock), start_with_clock(yaml, clock));
+    let (a, b) = (addr(&one, "main"), addr(&two, "main"));
+    connected(a).await;
+    connected(b).await;
+    (one, two, a, b)
+}
+
 async fn admitted(a: SocketAddr, path: &str, headers: &[(&str, &str)], n: usize) -> usize {
     let mut ok = 0;
     for _ in 0..n {
@@ -58,13 +68,7 @@ async fn two_gateways_sharing_redis_admit_exactly_the_limit() {
                 standalone(&redis, "")
             ),
         );
-        let (one, two) = (
-            start_with_clock(&yaml, &clock),
-            start_with_clock(&yaml, &clock),
-        );
-        let (a, b) = (addr(&one, "main"), addr(&two, "main"));
-        connected(a).await;
-        connected(b).await;
+        let (one, two, a, b) = two_nodes(&yaml, &clock).await;
         // 64 clients at once, half on each node, 400 requests for 100 places.
         let mut tasks = Vec::new();
         for i in 0..64 {
@@ -302,13 +306,7 @@ async fn redis_cluster_keeps_every_key_exact() {
             "rate_limit: {{ key: 'header:x-client', store: redis, redis: {seeds}, limits: [{{ limit: 3, window: 1m }}, {{ limit: 4, window: 1h, algorithm: token_bucket }}] }}"
         ),
     );
-    let (one, two) = (
-        start_with_clock(&yaml, &clock),
-        start_with_clock(&yaml, &clock),
-    );
-    let (a, b) = (addr(&one, "main"), addr(&two, "main"));
-    connected(a).await;
-    connected(b).await;
+    let (one, two, a, b) = two_nodes(&yaml, &clock).await;
     // Many clients hash to slots on every node.
     for c in 0..24 {
         let id = format!("client-{c}");
@@ -338,13 +336,7 @@ async fn hybrid_counters_sync_in_batches_with_bounded_overshoot() {
             standalone(&redis, "")
         ),
     );
-    let (one, two) = (
-        start_with_clock(&yaml, &clock),
-        start_with_clock(&yaml, &clock),
-    );
-    let (a, b) = (addr(&one, "main"), addr(&two, "main"));
-    connected(a).await;
-    connected(b).await;
+    let (one, two, a, b) = two_nodes(&yaml, &clock).await;
     // Each node admits on what it knows; between syncs it cannot see the other.
     let (ra, rb) = tokio::join!(admitted(a, "/t", &[], 60), admitted(b, "/t", &[], 60));
     let first = ra + rb;
@@ -363,4 +355,37 @@ async fn hybrid_counters_sync_in_batches_with_bounded_overshoot() {
     assert_eq!(total, first, "every admission reached Redis exactly once");
     one.shutdown().await;
     two.shutdown().await;
+}
+
+#[tokio::test]
+async fn quota_failure_policies_apply_when_redis_was_never_there() {
+    let url = format!("{{ url: 'redis://127.0.0.1:{}' }}", free_port());
+    let clock = Clock::manual(T0);
+    for (policy, status) in [
+        ("allow", StatusCode::OK),
+        ("deny", StatusCode::SERVICE_UNAVAILABLE),
+    ] {
+        let gw = start_with_clock(
+            &config(
+                &url,
+                &format!(
+                    "quota: {{ limit: 1, period: day, on_redis_error: {policy}, redis: {url} }}"
+                ),
+            ),
+            &clock,
+        );
+        let a = addr(&gw, "main");
+        for _ in 0..3 {
+            let r = get(a, "/t").await;
+            assert_eq!(r.status, status, "{policy}");
+            assert!(
+                r.headers.get("x-quota-remaining").is_none(),
+                "{policy}: nothing was counted"
+            );
+        }
+        if policy == "deny" {
+            assert_eq!(get(a, "/t").await.code(), "limit_store_unavailable");
+        }
+        gw.shutdown().await;
+    }
 }

@@ -96,15 +96,10 @@ impl Plugin for ConcurrencyLimit {
     }
 
     fn access<'a>(&'a self, cx: &'a mut Access<'_>) -> Step<'a> {
-        let key = match self.key.key(cx) {
-            Some(k) => k,
-            None => match self.on_missing {
-                OnMissing::Ip => KeySpec::ip_key(cx),
-                OnMissing::Allow => return Step::Continue,
-                OnMissing::Deny => {
-                    return Step::Reject(super::limits::key_missing("concurrency_limit"))
-                }
-            },
+        let key = match self.key.resolve(cx, self.on_missing, "concurrency_limit") {
+            Ok(Some(k)) => k,
+            Ok(None) => return Step::Continue,
+            Err(e) => return Step::Reject(e),
         };
         match Slots::acquire(&self.slots, key, self.max) {
             Some(slot) => {

@@ -18,7 +18,7 @@ use super::context::{Access, Identity};
 use super::limits::key::{KeySpec, OnMissing};
 use super::limits::local::LocalStore;
 use super::limits::redis::{Redis, RedisDoc, RedisFailure};
-use super::limits::{ceil_secs, key_missing, scripts, unavailable, OnRedisError, Store};
+use super::limits::{ceil_secs, scripts, unavailable, OnRedisError, Store};
 use super::{BuildContext, BuildError, Phase, Plugin, Step};
 use crate::clock::Clock;
 use crate::proxy::errors::GatewayError;
@@ -39,6 +39,18 @@ pub enum Period {
     Week,
     /// From local midnight on the 1st.
     Month,
+}
+
+impl Period {
+    /// The configuration name (`day`, …), used in keys and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Period::Hour => "hour",
+            Period::Day => "day",
+            Period::Week => "week",
+            Period::Month => "month",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,7 +170,7 @@ pub fn build(
         )
     })?;
     let key = KeySpec::parse(c.key.as_ref(), "consumer")?;
-    let period_name = format!("{:?}", c.period).to_ascii_lowercase();
+    let period_name = c.period.name();
     let store = match (c.store, &c.redis) {
         (Store::Redis, Some(doc)) => Backend::Redis(Redis::shared(doc, cx)?),
         (Store::Redis, None) => {
@@ -267,13 +279,10 @@ impl Plugin for Quota {
 
     fn access<'a>(&'a self, cx: &'a mut Access<'_>) -> Step<'a> {
         let limit = self.limit_for(cx.identity.as_ref());
-        let key = match self.key.key(cx) {
-            Some(k) => k,
-            None => match self.on_missing {
-                OnMissing::Ip => KeySpec::ip_key(cx),
-                OnMissing::Allow => return Step::Continue,
-                OnMissing::Deny => return Step::Reject(key_missing("quota")),
-            },
+        let key = match self.key.resolve(cx, self.on_missing, "quota") {
+            Ok(Some(k)) => k,
+            Ok(None) => return Step::Continue,
+            Err(e) => return Step::Reject(e),
         };
         let now = self.clock.now_nanos();
         let window = self.window(now);
@@ -372,10 +381,9 @@ impl Quota {
             StatusCode::TOO_MANY_REQUESTS,
             "quota_exceeded",
             format!(
-                "the quota of {limit} requests per {:?} is used up; it renews in {reset}s",
-                self.period
-            )
-            .to_ascii_lowercase(),
+                "the quota of {limit} requests per {} is used up; it renews in {reset}s",
+                self.period.name()
+            ),
         )
         .with_header(http::header::RETRY_AFTER, HeaderValue::from(reset.max(1)));
         if self.headers {

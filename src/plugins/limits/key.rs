@@ -8,6 +8,7 @@ use http::HeaderName;
 
 use crate::plugins::context::Access;
 use crate::plugins::BuildError;
+use crate::proxy::errors::GatewayError;
 
 /// One part of a limit's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,9 +143,22 @@ impl KeySpec {
         Some(key)
     }
 
-    /// The key used instead when a source is absent and the policy is `ip`.
-    pub fn ip_key(cx: &mut Access<'_>) -> String {
-        format!("i{}|", cx.client_ip())
+    /// The request's key under the `on_missing` policy: `Ok(None)` lets the
+    /// request through uncounted, `Err` is the 400 of `deny`.
+    pub fn resolve(
+        &self,
+        cx: &mut Access<'_>,
+        on_missing: OnMissing,
+        plugin: &str,
+    ) -> Result<Option<String>, GatewayError> {
+        if let Some(k) = self.key(cx) {
+            return Ok(Some(k));
+        }
+        match on_missing {
+            OnMissing::Ip => Ok(Some(format!("i{}|", cx.client_ip()))),
+            OnMissing::Allow => Ok(None),
+            OnMissing::Deny => Err(super::key_missing(plugin)),
+        }
     }
 }
 

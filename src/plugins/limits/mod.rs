@@ -10,7 +10,7 @@ pub mod local;
 pub mod redis;
 pub mod scripts;
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 
 use crate::proxy::errors::GatewayError;
 
@@ -73,9 +73,6 @@ pub fn key_missing(plugin: &str) -> GatewayError {
 pub fn ceil_secs(nanos: u64) -> u64 {
     nanos.div_ceil(1_000_000_000)
 }
-
-/// A header name and value pair a limit adds to the response.
-pub type Header = (HeaderName, HeaderValue);
 
 /// A stable 64-bit FNV-1a hash, the same on every node (Redis hash tags).
 pub fn stable_hash(parts: &[&str]) -> u64 {

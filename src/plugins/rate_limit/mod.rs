@@ -16,7 +16,7 @@ use super::context::{Access, Identity};
 use super::limits::algorithm::{Decision, Rate};
 use super::limits::key::{KeySpec, OnMissing};
 use super::limits::redis::Redis;
-use super::limits::{ceil_secs, key_missing, scripts, stable_hash, unavailable, OnRedisError};
+use super::limits::{ceil_secs, scripts, stable_hash, unavailable, OnRedisError};
 use super::{BuildContext, BuildError, Phase, Plugin, Step};
 use crate::clock::Clock;
 use crate::proxy::errors::GatewayError;
@@ -114,13 +114,10 @@ impl Plugin for RateLimit {
 
     fn access<'a>(&'a self, cx: &'a mut Access<'_>) -> Step<'a> {
         let set = self.set_for(cx.identity.as_ref());
-        let key = match self.key.key(cx) {
-            Some(k) => k,
-            None => match self.on_missing {
-                OnMissing::Ip => KeySpec::ip_key(cx),
-                OnMissing::Allow => return Step::Continue,
-                OnMissing::Deny => return Step::Reject(key_missing("rate_limit")),
-            },
+        let key = match self.key.resolve(cx, self.on_missing, "rate_limit") {
+            Ok(Some(k)) => k,
+            Ok(None) => return Step::Continue,
+            Err(e) => return Step::Reject(e),
         };
         let now = self.clock.now_nanos();
         let mut decisions = Vec::with_capacity(set.local.len() + set.redis.len());
