@@ -156,6 +156,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        tokio::spawn(reload::reopen_logs_on_sigusr1());
         if let Some(p) = path {
             tokio::spawn(reload::watch_file(gw.clone(), p));
             tokio::spawn(reload::reload_on_sighup(gw.clone()));

@@ -12,7 +12,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use arc_swap::ArcSwap;
+
+use crate::admin::{AdminServer, AdminState};
 
 use crate::config::{self, ConfigErrors, LoadedConfig};
 use crate::proxy::Shared;
@@ -78,6 +82,10 @@ struct Control {
     plugin_state: crate::plugins::StateStore,
     /// Running plugin background tasks, by key.
     background: HashMap<String, tokio::task::AbortHandle>,
+    /// The admin listener, when configured.
+    admin: Option<AdminServer>,
+    /// What the admin endpoints read.
+    admin_state: AdminState,
 }
 
 /// How a gateway is started besides its configuration.
@@ -139,6 +147,10 @@ impl Gateway {
                 source_name: loaded.source_name.clone(),
                 errors,
             })?;
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snap),
+        });
+        let tracker = Arc::new(ConnTracker::default());
         let mut control = Control {
             source,
             listeners: HashMap::new(),
@@ -150,14 +162,21 @@ impl Gateway {
             lookup,
             plugin_state,
             background: HashMap::new(),
+            admin: None,
+            admin_state: AdminState {
+                shared: shared.clone(),
+                tracker: tracker.clone(),
+                draining: Arc::new(AtomicBool::new(false)),
+            },
         };
-        let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snap),
-        });
-        let tracker = Arc::new(ConnTracker::default());
         let snap = shared.snapshot.load_full();
         let fresh = bind_new(&control, &snap)?;
+        let admin = bind_admin(&control, &snap)?;
         install(&mut control, &snap, fresh, &shared, &tracker);
+        if let Some(a) = admin {
+            control.admin = a;
+        }
+        count_reload(&control, true);
         tracing::info!(
             workers = n,
             listeners = ?control.listeners.values().map(|b| b.local.to_string()).collect::<Vec<_>>(),
@@ -179,7 +198,9 @@ impl Gateway {
     /// Re-reads the configuration source and applies it; returns the new revision.
     pub fn reload(&self) -> Result<u64, ApplyError> {
         let source = self.control().source.clone();
-        let loaded = source.load()?;
+        let loaded = source
+            .load()
+            .inspect_err(|_| count_reload(&self.control(), false))?;
         self.apply(loaded)
     }
 
@@ -187,6 +208,12 @@ impl Gateway {
     /// nothing changes.
     pub fn apply(&self, loaded: LoadedConfig) -> Result<u64, ApplyError> {
         let mut c = self.control();
+        let result = self.apply_locked(&mut c, loaded);
+        count_reload(&c, result.is_ok());
+        result
+    }
+
+    fn apply_locked(&self, c: &mut Control, loaded: LoadedConfig) -> Result<u64, ApplyError> {
         let n = c.workers.len();
         if worker_count(loaded.doc.gateway.workers) != n {
             tracing::warn!(
@@ -202,11 +229,18 @@ impl Gateway {
             }
         })?;
         let snap = Arc::new(snap);
-        let fresh = bind_new(&c, &snap)?;
+        let fresh = bind_new(c, &snap)?;
+        let admin = bind_admin(c, &snap)?;
         self.shared.snapshot.store(snap.clone());
         c.plugin_state.retain_generation(generation);
         c.revision = revision;
-        install(&mut c, &snap, fresh, &self.shared, &self.tracker);
+        install(c, &snap, fresh, &self.shared, &self.tracker);
+        if let Some(a) = admin {
+            if let Some(old) = &c.admin {
+                tracing::info!(address = %old.local, "admin listener removed");
+            }
+            c.admin = a;
+        }
         tracing::info!(
             revision,
             routes = snap.routes.len(),
@@ -228,6 +262,11 @@ impl Gateway {
         self.control().listeners.get(&l.key).map(|b| b.local)
     }
 
+    /// The address the admin listener is bound to, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.control().admin.as_ref().map(|a| a.local)
+    }
+
     /// Client connections open now.
     pub fn active_connections(&self) -> usize {
         self.tracker.active()
@@ -238,8 +277,12 @@ impl Gateway {
     /// every connection drained in time.
     pub async fn shutdown(&self) -> bool {
         let grace = self.snapshot().settings.shutdown_grace;
-        for l in self.control().listeners.values() {
-            l.stop();
+        {
+            let c = self.control();
+            c.admin_state.draining.store(true, Ordering::Relaxed);
+            for l in c.listeners.values() {
+                l.stop();
+            }
         }
         let drained = self.tracker.wait_drained(grace).await;
         if !drained {
@@ -250,6 +293,7 @@ impl Gateway {
         }
         let mut c = self.control();
         c.listeners.clear();
+        c.admin = None;
         c.workers.stop_and_join();
         drained
     }
@@ -362,6 +406,37 @@ fn sync_background(c: &mut Control, snap: &Snapshot) {
         let task = handle.spawn(job.clone().run());
         c.background.insert(key.to_string(), task.abort_handle());
     }
+}
+
+/// Counts a configuration load in the metrics.
+fn count_reload(c: &Control, ok: bool) {
+    if let Some(m) = c.plugin_state.metrics_handle() {
+        let result = if ok { "success" } else { "failure" };
+        m.reloads.get_or_create(&[("result", result.into())]).inc();
+    }
+}
+
+/// Binds the admin listener when `snap` moves it: `Some(new)` replaces the
+/// current one (`Some(None)` removes it), `None` keeps it.
+#[allow(clippy::option_option)]
+fn bind_admin(c: &Control, snap: &Snapshot) -> Result<Option<Option<AdminServer>>, ApplyError> {
+    let wanted = snap.settings.admin;
+    if c.admin.as_ref().map(|a| a.configured) == wanted {
+        return Ok(None);
+    }
+    let Some(addr) = wanted else {
+        return Ok(Some(None));
+    };
+    let handle = &c.workers.handles()[0];
+    let server = AdminServer::start(addr, handle, c.admin_state.clone()).map_err(|source| {
+        ApplyError::Bind {
+            name: "admin".into(),
+            address: addr,
+            source,
+        }
+    })?;
+    tracing::info!(address = %server.local, "admin listener (metrics, health, log level)");
+    Ok(Some(Some(server)))
 }
 
 /// Binds the listener addresses of `snap` that are not bound yet.

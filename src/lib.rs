@@ -6,9 +6,11 @@
 //! compiled runtime form), `routing`, `proxy` (the per-request pipeline),
 //! `upstream` (targets and connection pools), `server` (workers, listeners,
 //! connections), `gateway` (applying configurations), `reload` (file watch
-//! and signals), `plugins`, `observability`, `cli`, `clock` (time for
+//! and signals), `plugins`, `observability` (metrics, access
+//! log, traces), `admin` (the admin listener), `cli`, `clock` (time for
 //! window arithmetic, manual in tests).
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -82,6 +82,20 @@ pub async fn reload_on_sighup(gw: Arc<Gateway>) {
     }
 }
 
+/// Reopens the access log files on every `SIGUSR1` (after logrotate
+/// moved them) until the process ends.
+pub async fn reopen_logs_on_sigusr1() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        tracing::warn!("cannot install the SIGUSR1 handler; access logs will not be reopened");
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        tracing::info!("SIGUSR1: reopening access log files");
+        crate::observability::access_log::request_reopen();
+    }
+}
+
 /// Resolves when `SIGTERM` or `SIGINT` arrives.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -41,6 +41,10 @@ pub struct Settings {
     pub request_id_header: HeaderName,
     /// Config file poll interval (zero disables watching).
     pub watch_interval: Duration,
+    /// The admin listener's address, when configured.
+    pub admin: Option<SocketAddr>,
+    /// `/readyz` requires a healthy target in every upstream.
+    pub require_healthy_upstreams: bool,
 }
 
 /// Client-side protocol limits of a listener.
@@ -246,6 +250,8 @@ pub struct Snapshot {
     pub identity_headers: crate::plugins::compile::IdentityHeaders,
     /// Background work the plugins need while this snapshot is live.
     pub background: Vec<(String, Arc<dyn crate::plugins::Background>)>,
+    /// What is recorded about requests (metrics, access log, traces).
+    pub observe: crate::observability::Observe,
 }
 
 impl Snapshot {
@@ -288,6 +294,11 @@ pub fn compile(
         )
         .unwrap_or(HeaderName::from_static("x-request-id")),
         watch_interval: g.watch_interval.0,
+        admin: doc.admin.as_ref().and_then(|a| a.address.parse().ok()),
+        require_healthy_upstreams: doc
+            .admin
+            .as_ref()
+            .is_some_and(|a| a.ready_requires_healthy_upstreams),
     };
 
     // Relative file paths (certificates) are taken from the configuration
@@ -299,6 +310,9 @@ pub fn compile(
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| std::path::PathBuf::from("."), |p| p.to_path_buf()),
     };
+    plugin_state.set_recording(crate::observability::recording(doc));
+    // Made before the plugins, which pre-make their decision counters from it.
+    let _ = plugin_state.metrics(&doc.observability.metrics.latency_buckets);
     let plugins = match crate::plugins::compile::compile(doc, &config_dir, plugin_state) {
         Ok(p) => p,
         Err(list) => {
@@ -419,6 +433,15 @@ pub fn compile(
             )),
             key,
         ));
+        if let Some(up) = upstreams.last_mut().and_then(|(u, _)| Arc::get_mut(u)) {
+            // Fresh and not shared yet, so the handles can be set in place.
+            up.metrics = plugin_state.recording_metrics().map(|m| {
+                Arc::new(crate::observability::metrics::UpstreamMetrics::new(
+                    up.name.clone(),
+                    m,
+                ))
+            });
+        }
     }
 
     let mut routes = Vec::new();
@@ -613,10 +636,22 @@ pub fn compile(
             router: Router::new(router_specs),
         });
     }
-    if !errors.is_empty() {
+    let keys: Vec<(ListenerKey, Arc<str>)> =
+        listeners.iter().map(|l| (l.key, l.name.clone())).collect();
+    let observe = match crate::observability::compile(doc, &config_dir, plugin_state, &keys) {
+        Ok(o) => Some(o),
+        Err(list) => {
+            for (path, msg) in list {
+                err(path, msg);
+            }
+            None
+        }
+    };
+    let (true, Some(observe)) = (errors.is_empty(), observe) else {
         return Err(errors);
-    }
+    };
     Ok(Snapshot {
+        observe,
         revision,
         built_at: SystemTime::now(),
         settings,

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod model;
+pub mod observability;
 pub mod units;
 pub mod validate;
 pub mod yaml;
@@ -15,6 +16,7 @@ use serde_json::Value;
 
 pub use error::{ConfigError, ConfigErrors, Pos};
 pub use model::*;
+pub use observability::{AccessLogDoc, AdminDoc, ObservabilityDoc, OtlpProtocol, TracingDoc};
 pub use yaml::Positions;
 
 /// A parsed and validated document with the source positions of its values.

@@ -30,6 +30,11 @@ pub struct Document {
     /// Plugins applied to every route.
     #[serde(default)]
     pub plugins: Vec<PluginDoc>,
+    /// The admin listener (metrics, health, log level); none when absent.
+    pub admin: Option<super::observability::AdminDoc>,
+    /// Metrics, access logs and traces.
+    #[serde(default)]
+    pub observability: super::observability::ObservabilityDoc,
 }
 
 /// Process-wide settings.

@@ -55,6 +55,17 @@ pub fn validate(doc: &Document, positions: &Positions) -> Vec<ConfigError> {
     check_upstreams(&mut c, &doc.upstreams);
     check_routes(&mut c, doc);
     check_consumers(&mut c, &doc.consumers);
+    let public: Vec<SocketAddr> = doc
+        .listeners
+        .iter()
+        .filter_map(|l| l.address.parse().ok())
+        .collect();
+    super::observability::check(
+        doc.admin.as_ref(),
+        &doc.observability,
+        &public,
+        &mut |path, msg| c.err(path, msg),
+    );
     for (i, p) in doc.plugins.iter().enumerate() {
         plugins::check_doc(p, &format!("plugins[{i}]"), &mut |path, msg| {
             c.err(path, msg)

@@ -94,6 +94,11 @@ pub struct Access<'r> {
     /// Kept until the response is done (its body sent, failed or dropped):
     /// concurrency slots are released when these drop.
     pub holds: Vec<Hold>,
+    /// Whether the request is traced; plugins that call out time their
+    /// calls with [`Access::span_start`] and [`Access::span_end`].
+    pub tracing: bool,
+    /// Spans timed by plugins, exported with the request's trace.
+    pub spans: Vec<crate::observability::span::ChildSpan>,
     client_ip: Option<IpAddr>,
 }
 
@@ -126,6 +131,8 @@ impl<'r> Access<'r> {
             grpc,
             matched: None,
             holds: Vec::new(),
+            tracing: false,
+            spans: Vec::new(),
             client_ip: None,
         }
     }
@@ -148,6 +155,32 @@ impl<'r> Access<'r> {
         caps.get(name).map(str::to_string)
     }
 
+    /// Starts timing a call out (a span), when the request is traced.
+    pub fn span_start(&self) -> Option<u64> {
+        self.tracing.then(crate::observability::span::unix_ns)
+    }
+
+    /// Ends the span begun by [`Access::span_start`]: `name` like
+    /// `oauth2_introspection`, with attributes and the failure, if any.
+    pub fn span_end(
+        &mut self,
+        started: Option<u64>,
+        name: &'static str,
+        attributes: Vec<(&'static str, crate::observability::span::AttrValue)>,
+        error: Option<String>,
+    ) {
+        let Some(start) = started else { return };
+        self.spans.push(crate::observability::span::ChildSpan {
+            name,
+            span_id: crate::observability::span::new_span_id(),
+            kind: crate::observability::span::SpanKind::Internal,
+            start_unix_ns: start,
+            end_unix_ns: crate::observability::span::unix_ns(),
+            attributes,
+            error,
+        });
+    }
+
     /// The request headers.
     pub fn headers(&self) -> &HeaderMap {
         self.req.headers()
@@ -161,9 +194,10 @@ impl<'r> Access<'r> {
         let taken = std::mem::replace(self.req.body_mut(), ClientBody::Buffered { data: None });
         let data = match taken {
             ClientBody::Buffered { data } => data.unwrap_or_default(),
-            ClientBody::Stream { body } => {
+            stream @ ClientBody::Stream { .. } => {
+                // The body itself, so its bytes are counted as they arrive.
                 let guarded = GuardedBody::new(
-                    body,
+                    stream,
                     Some(self.body_limit),
                     Some(self.body_read_timeout),
                     None,

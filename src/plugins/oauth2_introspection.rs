@@ -324,7 +324,11 @@ impl Plugin for Introspection {
             return Step::from(self.accept(cx, &answer));
         }
         Step::Wait(Box::pin(async move {
-            let answer = self.introspect(&token).await?;
+            let started = cx.span_start();
+            let answer = self.introspect(&token).await;
+            let failure = answer.as_ref().err().map(|e| e.code.to_string());
+            cx.span_end(started, "oauth2_introspection", Vec::new(), failure);
+            let answer = answer?;
             self.cache.put(key, answer.clone());
             self.accept(cx, &answer)
         }))

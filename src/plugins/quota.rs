@@ -305,7 +305,11 @@ impl Plugin for Quota {
             Backend::Redis(redis) => Step::Wait(Box::pin(async move {
                 let key = format!("{}:{}:{key}", self.namespace, window.start / 1_000_000_000);
                 let args = [limit, window.end / 1_000_000_000];
-                match redis.eval(&scripts::QUOTA, &[key], &args).await {
+                let started = cx.span_start();
+                let answer = redis.eval(&scripts::QUOTA, &[key], &args).await;
+                let failure = answer.as_ref().err().map(|e| e.to_string());
+                cx.span_end(started, "quota redis", Vec::new(), failure);
+                match answer {
                     Ok(v) if v.len() == 2 => {
                         self.answer(cx, (v[0] == 1, v[1].max(0) as u64), limit, now, window)
                     }

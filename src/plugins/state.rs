@@ -24,6 +24,10 @@ type Entry = (Arc<dyn Any + Send + Sync>, u64);
 pub struct StateStore {
     inner: Mutex<Inner>,
     clock: crate::clock::Clock,
+    /// The metric families, made with the first configuration's buckets.
+    metrics: std::sync::OnceLock<Arc<crate::observability::metrics::Metrics>>,
+    /// Whether the snapshot being built records metrics.
+    recording: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -38,7 +42,42 @@ impl StateStore {
         StateStore {
             inner: Mutex::default(),
             clock,
+            metrics: std::sync::OnceLock::new(),
+            recording: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The process's metric families. The histogram `buckets` of the first
+    /// call stay for the life of the process (Prometheus series cannot
+    /// change buckets); a later, different request is logged.
+    pub fn metrics(&self, buckets: &[f64]) -> Arc<crate::observability::metrics::Metrics> {
+        let m = self
+            .metrics
+            .get_or_init(|| Arc::new(crate::observability::metrics::Metrics::new(buckets)));
+        if m.buckets() != buckets {
+            tracing::warn!("`observability.metrics.latency_buckets` changed; new buckets apply after a restart");
+        }
+        m.clone()
+    }
+
+    /// The metric families, once a configuration has made them.
+    pub fn metrics_handle(&self) -> Option<Arc<crate::observability::metrics::Metrics>> {
+        self.metrics.get().cloned()
+    }
+
+    /// Marks whether the snapshot being built records metrics.
+    pub fn set_recording(&self, on: bool) {
+        self.recording
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The metric families when the snapshot being built records metrics
+    /// (plugins pre-make their counters from them).
+    pub fn recording_metrics(&self) -> Option<Arc<crate::observability::metrics::Metrics>> {
+        if !self.recording.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        self.metrics.get().cloned()
     }
 
     /// The clock plugins count windows with.

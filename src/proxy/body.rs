@@ -50,6 +50,12 @@ pin_project_lite::pin_project! {
             body: Pin<Box<ResponseBody>>,
             holds: Vec<crate::plugins::context::Hold>,
         },
+        /// Another body whose bytes are counted; the request is recorded
+        /// (metrics, access log, spans) when this is dropped.
+        Observed {
+            body: Pin<Box<ResponseBody>>,
+            finish: Box<crate::observability::request::Finish>,
+        },
     }
 }
 
@@ -66,6 +72,16 @@ impl ResponseBody {
     }
 }
 
+impl ResponseBody {
+    /// This body, counted and recorded by `finish` when it is dropped.
+    pub fn observed(self, finish: Box<crate::observability::request::Finish>) -> ResponseBody {
+        ResponseBody::Observed {
+            body: Box::pin(self),
+            finish,
+        }
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -78,6 +94,15 @@ impl Body for ResponseBody {
             ResponseBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
             ResponseBodyProj::Upstream { body, .. } => body.poll_frame(cx),
             ResponseBodyProj::Holding { body, .. } => body.as_mut().poll_frame(cx),
+            ResponseBodyProj::Observed { body, finish } => {
+                let polled = body.as_mut().poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(data) = frame.data_ref() {
+                        finish.bytes_out += data.len() as u64;
+                    }
+                }
+                polled
+            }
         }
     }
 
@@ -86,6 +111,7 @@ impl Body for ResponseBody {
             ResponseBody::Full { body } => body.is_end_stream(),
             ResponseBody::Upstream { body, .. } => body.is_end_stream(),
             ResponseBody::Holding { body, .. } => body.is_end_stream(),
+            ResponseBody::Observed { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -94,6 +120,7 @@ impl Body for ResponseBody {
             ResponseBody::Full { body } => body.size_hint(),
             ResponseBody::Upstream { body, .. } => body.size_hint(),
             ResponseBody::Holding { body, .. } => body.size_hint(),
+            ResponseBody::Observed { body, .. } => body.size_hint(),
         }
     }
 }
@@ -103,8 +130,11 @@ pin_project_lite::pin_project! {
     /// whole by a plugin that needed it (`request_validation`).
     #[project = ClientBodyProj]
     pub enum ClientBody {
-        /// Still arriving from the client.
-        Stream { #[pin] body: hyper::body::Incoming },
+        /// Still arriving from the client; bytes are added to `count` when set.
+        Stream {
+            #[pin] body: hyper::body::Incoming,
+            count: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+        },
         /// Read whole (within the route's limit).
         Buffered { data: Option<Bytes> },
     }
@@ -113,7 +143,18 @@ pin_project_lite::pin_project! {
 impl ClientBody {
     /// A body that streams from the client.
     pub fn stream(body: hyper::body::Incoming) -> ClientBody {
-        ClientBody::Stream { body }
+        ClientBody::Stream { body, count: None }
+    }
+
+    /// A body that streams from the client, adding its bytes to `count`.
+    pub fn counted(
+        body: hyper::body::Incoming,
+        count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> ClientBody {
+        ClientBody::Stream {
+            body,
+            count: Some(count),
+        }
     }
 }
 
@@ -126,7 +167,15 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
-            ClientBodyProj::Stream { body } => body.poll_frame(cx),
+            ClientBodyProj::Stream { body, count } => {
+                let polled = body.poll_frame(cx);
+                if let (Some(c), Poll::Ready(Some(Ok(frame)))) = (count.as_ref(), &polled) {
+                    if let Some(data) = frame.data_ref() {
+                        c.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                polled
+            }
             ClientBodyProj::Buffered { data } => Poll::Ready(
                 data.take()
                     .filter(|d| !d.is_empty())
@@ -137,14 +186,14 @@ impl Body for ClientBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ClientBody::Stream { body } => body.is_end_stream(),
+            ClientBody::Stream { body, .. } => body.is_end_stream(),
             ClientBody::Buffered { data } => data.as_ref().is_none_or(|d| d.is_empty()),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ClientBody::Stream { body } => body.size_hint(),
+            ClientBody::Stream { body, .. } => body.size_hint(),
             ClientBody::Buffered { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

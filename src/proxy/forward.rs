@@ -17,6 +17,8 @@ use super::headers::{set_forwarded, strip_hop_by_hop, ClientInfo};
 use super::pipeline::ConnInfo;
 use super::upgrade;
 use crate::config::HostHeader;
+use crate::observability::request::Record;
+use crate::observability::span::{new_span_id, unix_ns, AttrValue, ChildSpan, SpanKind};
 use crate::routing::PathPattern;
 use crate::snapshot::{Listener, ProxyAction, Snapshot};
 use crate::upstream::balancer::consistent_hash::KeySource;
@@ -49,6 +51,8 @@ pub struct Forward<'a> {
     pub body_limit: u64,
     /// The matched path pattern and the normalized path, for hash keys on captures.
     pub matched: (Option<&'a PathPattern>, &'a str),
+    /// The request's record for the log phase (upstream, timing, spans).
+    pub record: &'a mut Record,
 }
 
 fn timeout_error(what: &str) -> GatewayError {
@@ -209,6 +213,16 @@ pub async fn forward(
         },
     );
     h.insert(f.snap.settings.request_id_header.clone(), f.rid.clone());
+    // The upstream call is a child span: the upstream sees it as its parent.
+    let client_span = f.record.trace.as_ref().map(|t| {
+        let id = new_span_id();
+        h.insert("traceparent", t.traceparent(&id));
+        match &t.trace_state {
+            Some(ts) => h.insert("tracestate", ts.clone()),
+            None => h.remove("tracestate"),
+        };
+        (id, unix_ns())
+    });
     if let Some(name) = f
         .listener
         .tls
@@ -261,13 +275,62 @@ pub async fn forward(
         },
     };
     a.upstream.guards.budget.deposit();
-    let exchange = call.attempts(Request::from_parts(parts, body), permits, client_upgrade);
-    match call.deadline {
+    let mut last = None;
+    let sent = f.record.on.then(Instant::now);
+    let exchange = call.attempts(
+        Request::from_parts(parts, body),
+        permits,
+        client_upgrade,
+        &mut last,
+    );
+    let result = match call.deadline {
         Some(d) => tokio::time::timeout_at(d, exchange)
             .await
             .unwrap_or_else(|_| Err(timeout_error("answer"))),
         None => exchange.await,
+    };
+    if let Some(sent) = sent {
+        let up = &a.upstream;
+        let took = sent.elapsed();
+        if let Some(m) = &up.metrics {
+            m.observe(took.as_secs_f64());
+        }
+        let rec = &mut *f.record;
+        rec.upstream = Some(up.name.clone());
+        rec.upstream_time = Some(took);
+        rec.target = last.map(|(i, _)| up.targets[i].address.clone());
+        if let Some((span_id, start)) = client_span {
+            let mut attributes = vec![("portcullis.upstream", AttrValue::Str(up.name.to_string()))];
+            if let Some(t) = &rec.target {
+                attributes.push(("server.address", AttrValue::Str(t.to_string())));
+            }
+            if let Some((_, n)) = last {
+                attributes.push(("http.request.resend_count", AttrValue::Int(n as i64 - 1)));
+            }
+            let error = match &result {
+                Ok(r) => {
+                    attributes.push((
+                        "http.response.status_code",
+                        AttrValue::Int(i64::from(r.status().as_u16())),
+                    ));
+                    r.status()
+                        .is_server_error()
+                        .then(|| format!("status {}", r.status()))
+                }
+                Err(e) => Some(e.code.to_string()),
+            };
+            rec.spans.push(ChildSpan {
+                name: "upstream",
+                span_id,
+                kind: SpanKind::Client,
+                start_unix_ns: start,
+                end_unix_ns: unix_ns(),
+                attributes,
+                error,
+            });
+        }
     }
+    result
 }
 
 /// One upstream call: the settings every attempt shares.
@@ -289,6 +352,7 @@ impl Call<'_> {
         mut req: Request<ProxyBody>,
         permits: (Option<Permit>, Option<Permit>),
         mut client_upgrade: Option<OnUpgrade>,
+        last: &mut Option<(usize, usize)>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let up = &self.a.upstream;
         let policy = &up.guards.retry;
@@ -309,6 +373,8 @@ impl Call<'_> {
                 tried[n] = idx;
             }
             n += 1;
+            // The target tried last and how many attempts so far (log phase).
+            *last = Some((idx, n));
             let (target, stats) = (&up.targets[idx], &up.stats[idx]);
             let host = self
                 .preserved_host
@@ -431,6 +497,9 @@ impl Call<'_> {
                 }
             };
             tracing::debug!(target: "portcullis::proxy", upstream = %up.name, attempt = n + 1, "retrying on another target");
+            if let Some(m) = &up.metrics {
+                m.retried();
+            }
             tokio::time::sleep(policy.backoff(n as u32)).await;
             req = again;
         }

@@ -16,6 +16,8 @@ use hyper::body::Incoming;
 use super::body::{ClientBody, ResponseBody};
 use super::errors::GatewayError;
 use super::{actions, forward, request_id};
+use crate::observability::request::{Finish, Record, Start};
+use crate::observability::span::TraceContext;
 use crate::plugins::chain::Stop;
 use crate::plugins::{cors, Access};
 use crate::routing::normalize::normalize_path;
@@ -45,6 +47,8 @@ pub struct ConnInfo {
     pub forwarded_for: Bytes,
     /// The verified client certificate's identity (mTLS listeners).
     pub client_cert: Option<Arc<crate::server::client_cert::ClientIdentity>>,
+    /// The negotiated TLS version (`TLSv1.3`), on TLS connections.
+    pub tls_version: Option<&'static str>,
 }
 
 impl ConnInfo {
@@ -63,6 +67,7 @@ impl ConnInfo {
             peer_value: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
             forwarded_for: Bytes::from(format!("for={node};proto={scheme}")),
             client_cert: None,
+            tls_version: None,
         }
     }
 }
@@ -82,20 +87,54 @@ pub async fn handle(
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // The log phase: set up only when the snapshot records something.
+    let mut rec = Record::default();
+    let start = snap.observe.active().then(|| {
+        if let Some(m) = &snap.observe.metrics {
+            m.in_flight.inc();
+        }
+        if let Some(t) = &snap.observe.tracer {
+            rec.trace = Some(TraceContext::start(req.headers(), t));
+        }
+        rec.on = true;
+        Start::new(&req, &snap.observe)
+    });
     let mut resp = match snap.listener(conn.listener) {
-        Some(listener) => match route_and_act(req, conn, &snap, listener, &rid, grpc).await {
-            Ok(r) => r,
-            Err(e) if grpc => e.into_grpc_response(),
-            Err(e) => e.into_response(&rid),
-        },
-        None => GatewayError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "listener_closed",
-            "this listener was removed from the configuration; reconnect",
-        )
-        .closing()
-        .into_response(&rid),
+        Some(listener) => {
+            match route_and_act(req, conn, &snap, listener, &rid, grpc, &mut rec).await {
+                Ok(r) => r,
+                Err(e) => {
+                    rec.error = Some(e.code);
+                    render(e, grpc, &rid)
+                }
+            }
+        }
+        None => {
+            rec.error = Some("listener_closed");
+            GatewayError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "listener_closed",
+                "this listener was removed from the configuration; reconnect",
+            )
+            .closing()
+            .into_response(&rid)
+        }
     };
+    if let Some(start) = start {
+        let finish = Finish {
+            status: resp.status().as_u16(),
+            head_time: start.elapsed(),
+            bytes_out: 0,
+            request_id: rid.clone(),
+            client_ip: conn.peer.ip(),
+            listener: snap.listener(conn.listener).map(|l| l.name.clone()),
+            tls_version: conn.tls_version,
+            start,
+            record: rec,
+            snap: snap.clone(),
+        };
+        resp = resp.map(|b| b.observed(Box::new(finish)));
+    }
     let h = resp.headers_mut();
     h.insert(rid_name.clone(), rid);
     if snap.settings.via {
@@ -266,6 +305,7 @@ async fn route_and_act(
     listener: &Listener,
     rid: &HeaderValue,
     grpc: bool,
+    rec: &mut Record,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     check_request(&req, listener)?;
     let host = request_host(&req)?;
@@ -313,6 +353,7 @@ async fn route_and_act(
                 .map(Method::as_str)
                 .collect::<Vec<_>>()
                 .join(", ");
+            rec.error = Some("method_not_allowed");
             let mut resp = GatewayError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -326,6 +367,7 @@ async fn route_and_act(
         }
     };
     let route = &snap.routes[m.route as usize];
+    rec.route = Some(m.route);
     let limit = route.max_body_size.unwrap_or(listener.limits.max_body_size);
     let declared = req
         .headers()
@@ -341,7 +383,13 @@ async fn route_and_act(
         )
         .closing());
     }
-    let mut req = req.map(ClientBody::stream);
+    let mut req = if rec.on {
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        rec.request_bytes = Some(count.clone());
+        req.map(|b| ClientBody::counted(b, count))
+    } else {
+        req.map(ClientBody::stream)
+    };
     let mut body_limit = limit;
     let mut extra = Vec::new();
     let mut holds = Vec::new();
@@ -361,18 +409,27 @@ async fn route_and_act(
             grpc,
         );
         cx.matched = pattern;
+        cx.tracing = rec.trace.is_some();
         let outcome = route.chain.run(&mut cx).await;
         body_limit = cx.body_limit;
         extra = std::mem::take(&mut cx.response_headers);
         holds = std::mem::take(&mut cx.holds);
+        rec.spans.append(&mut cx.spans);
         let identity = cx.identity.take();
+        if let (true, Some(id)) = (rec.on, &identity) {
+            rec.consumer = id.consumer.as_ref().map(|c| c.name.clone());
+            rec.subject = Some(id.subject.clone());
+        }
         let early = match outcome {
             Ok(()) => {
                 snap.identity_headers
                     .apply(req.headers_mut(), identity.as_ref());
                 None
             }
-            Err(Stop::Reject(e)) => Some(render(e, grpc, rid)),
+            Err(Stop::Reject(e)) => {
+                rec.error = Some(e.code);
+                Some(render(e, grpc, rid))
+            }
             Err(Stop::Respond(r)) => Some(*r),
         };
         if let Some(mut resp) = early {
@@ -380,11 +437,17 @@ async fn route_and_act(
             return Ok(resp);
         }
     }
-    let result = act(req, conn, snap, listener, rid, route, pattern, body_limit).await;
+    let result = act(
+        req, conn, snap, listener, rid, route, pattern, body_limit, rec,
+    )
+    .await;
     if extra.is_empty() && holds.is_empty() {
         return result;
     }
-    let mut resp = result.unwrap_or_else(|e| render(e, grpc, rid));
+    let mut resp = result.unwrap_or_else(|e| {
+        rec.error = Some(e.code);
+        render(e, grpc, rid)
+    });
     add_headers(&mut resp, extra);
     Ok(resp.map(|b| b.holding(holds)))
 }
@@ -421,6 +484,7 @@ async fn act(
     route: &Route,
     pattern: Option<&PathPattern>,
     limit: u64,
+    rec: &mut Record,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // Normalized again rather than carried over: the plugins held the
     // request mutably in between (a scan; it allocates only if it changes).
@@ -481,6 +545,7 @@ async fn act(
             path: upstream_path.as_deref(),
             body_limit: limit,
             matched: (pattern, capture_path.as_deref().unwrap_or("")),
+            record: rec,
         },
     )
     .await?;

@@ -109,14 +109,25 @@ pub async fn serve_connection(
                         .and_then(|chain| chain.first())
                         .and_then(|der| ClientIdentity::from_der(der))
                         .map(Arc::new);
+                    info.tls_version = match tls.get_ref().1.protocol_version() {
+                        Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
+                        Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
+                        _ => None,
+                    };
                     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                         serve_h2(tls, info, limits, shared, stop, guard).await
                     } else {
                         serve_http(tls, info, limits, shared, stop, guard).await
                     }
                 }
-                Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    shared.snapshot.load().observe.tls_failure(key);
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
+                }
+                Err(_) => {
+                    shared.snapshot.load().observe.tls_failure(key);
+                    tracing::debug!(peer = %peer, "TLS handshake timed out")
+                }
             }
         }
     }

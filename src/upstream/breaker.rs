@@ -98,6 +98,17 @@ impl Breaker {
         false
     }
 
+    /// The state at `now`, for metrics: 0 closed, 1 half-open, 2 open.
+    pub fn state(&self, now: u64) -> u8 {
+        if !self.tripped.load(Ordering::Acquire) {
+            0
+        } else if now < self.open_until.load(Ordering::Acquire) {
+            2
+        } else {
+            1
+        }
+    }
+
     fn open(&self, now: u64) {
         self.open_until
             .store(now + self.policy.open_ns, Ordering::Release);

@@ -119,6 +119,8 @@ pub struct Upstream {
     pub transport: Transport,
     /// The upstream's own timeouts (defaults filled in).
     pub timeouts: Timeouts,
+    /// Metric handles, when metrics are recorded.
+    pub metrics: Option<Arc<crate::observability::metrics::UpstreamMetrics>>,
 }
 
 impl Upstream {
@@ -141,6 +143,7 @@ impl Upstream {
             guards,
             transport,
             timeouts,
+            metrics: None,
         }
     }
 

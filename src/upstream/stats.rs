@@ -38,6 +38,8 @@ pub struct TargetStats {
     tripped: std::sync::atomic::AtomicBool,
     /// Trial requests left in the half-open state.
     trials: AtomicU32,
+    /// Ejections since the process started (metrics).
+    ejections_total: AtomicU64,
 }
 
 /// How long half-open trials may go without a verdict before the target is
@@ -173,7 +175,13 @@ impl TargetStats {
             .store(policy.half_open_requests.max(1), Ordering::Relaxed);
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.tripped.store(true, Ordering::Relaxed);
+        self.ejections_total.fetch_add(1, Ordering::Relaxed);
         Some(period)
+    }
+
+    /// Ejections since the process started.
+    pub fn ejections_total(&self) -> u64 {
+        self.ejections_total.load(Ordering::Relaxed)
     }
 
     /// Requests in flight now.

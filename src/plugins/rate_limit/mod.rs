@@ -19,6 +19,7 @@ use super::limits::redis::Redis;
 use super::limits::{ceil_secs, scripts, stable_hash, unavailable, OnRedisError};
 use super::{BuildContext, BuildError, Phase, Plugin, Step};
 use crate::clock::Clock;
+use crate::observability::metrics::DecisionCounters;
 use crate::proxy::errors::GatewayError;
 
 static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -38,6 +39,8 @@ pub struct RateLimit {
     headers: bool,
     owner: Arc<str>,
     clock: Clock,
+    /// Decision counters, when metrics are recorded.
+    counters: Option<DecisionCounters>,
 }
 
 /// Builds `rate_limit` from its configuration.
@@ -100,6 +103,10 @@ pub fn build(
         headers: c.headers,
         owner: Arc::from(prefix_owner),
         clock: cx.state.clock().clone(),
+        counters: cx
+            .state
+            .recording_metrics()
+            .map(|m| DecisionCounters::new(&m, cx.owner, "rate_limit")),
     }))
 }
 
@@ -141,7 +148,10 @@ impl Plugin for RateLimit {
         };
         Step::Wait(Box::pin(async move {
             let (keys, args) = self.redis_call(set, &key, now);
+            let started = cx.span_start();
             let answer = redis.eval(&scripts::RATE_LIMIT, &keys, &args).await;
+            let failure = answer.as_ref().err().map(|e| e.to_string());
+            cx.span_end(started, "rate_limit redis", Vec::new(), failure);
             let refund = || {
                 if let Some(store) = &set.local_store {
                     store.refund(&key, now, &set.local);
@@ -169,6 +179,9 @@ impl Plugin for RateLimit {
                         ),
                     };
                     redis.warn("rate_limit", self.on_redis_error.describe(), &err);
+                    if let Some(c) = &self.counters {
+                        c.error.inc();
+                    }
                     match self.on_redis_error {
                         OnRedisError::Allow => {
                             self.admit(cx, set, &decisions);
@@ -238,6 +251,9 @@ impl RateLimit {
     /// Adds the `RateLimit-*` headers of the tightest limit to the response.
     /// `decisions` follow `set.all` (local, hybrid, then Redis limits).
     fn admit(&self, cx: &mut Access<'_>, set: &LimitSet, decisions: &[Decision]) {
+        if let Some(c) = &self.counters {
+            c.allowed.inc();
+        }
         if !self.headers {
             return;
         }
@@ -253,6 +269,9 @@ impl RateLimit {
 
     /// The 429 for the limit that refused longest.
     fn refusal(&self, set: &LimitSet, rates: &[Rate], decisions: &[Decision]) -> GatewayError {
+        if let Some(c) = &self.counters {
+            c.rejected.inc();
+        }
         let worst = rates
             .iter()
             .zip(decisions)
