@@ -106,11 +106,17 @@ fn deserialize_document(
             "routes" => doc.routes = list(v, "routes", positions, errors),
             "consumers" => doc.consumers = list(v, "consumers", positions, errors),
             "plugins" => doc.plugins = list(v, "plugins", positions, errors),
+            "admin" => doc.admin = item(v, "admin", positions, errors),
+            "observability" => {
+                if let Some(o) = item(v, "observability", positions, errors) {
+                    doc.observability = o;
+                }
+            }
             other => errors.push(ConfigError::at(
                 other,
                 positions.find(other),
                 format!(
-                    "unknown section `{other}`; expected one of `gateway`, `listeners`, `upstreams`, `routes`, `consumers`, `plugins`"
+                    "unknown section `{other}`; expected one of `gateway`, `listeners`, `upstreams`, `routes`, `consumers`, `plugins`, `admin`, `observability`"
                 ),
             )),
         }
