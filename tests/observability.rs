@@ -831,8 +831,6 @@ fn bad_observability_settings_are_refused_with_their_paths() {
     }
     // The admin listener cannot share a public listener's address.
     let clash = "gateway: { workers: 1 }\nlisteners:\n  - { name: main, address: 127.0.0.1:18080 }\nadmin: { address: 127.0.0.1:18080 }\nroutes: []\n";
-    let err = portcullis::config::load_str(clash, "<test>", &|_| None)
-        .err()
-        .expect("refused");
+    let err = portcullis::config::load_str(clash, "<test>", &|_| None).expect_err("refused");
     assert!(err.to_string().contains("its own port"), "{err}");
 }

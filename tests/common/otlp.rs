@@ -111,6 +111,8 @@ pub struct AnyValue {
     pub value: Option<Value>,
 }
 
+// The names mirror the proto's oneof fields.
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum Value {
     #[prost(string, tag = "1")]
