@@ -103,7 +103,7 @@ fn validate(path: &std::path::Path) -> ExitCode {
         }
     };
     let pools = crate::upstream::UpstreamRegistry::default();
-    let state = crate::plugins::StateStore::default();
+    let state = crate::plugins::StateStore::inert();
     match crate::snapshot::compile(&loaded, 1, 1, &pools, &state) {
         Ok(s) => {
             println!(

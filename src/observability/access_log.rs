@@ -9,7 +9,7 @@ use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,9 @@ use super::metrics::Metrics;
 use super::span::hex;
 use crate::config::observability::ACCESS_LOG_FIELDS;
 use crate::config::AccessLogDoc;
+
+/// How long the writer sleeps when the queue is empty.
+const NAP: Duration = Duration::from_millis(5);
 
 /// Bumped by `SIGUSR1`; each writer reopens its file when it sees a new value.
 static REOPEN: AtomicU64 = AtomicU64::new(0);
@@ -281,51 +284,56 @@ impl Writer {
 
     fn run(mut self, rx: mpsc::Receiver<Entry>, format: &Format) {
         let mut line = Vec::with_capacity(1024);
+        let mut clock = TimeCache::default();
+        let mut dirty = false;
         loop {
-            let first = match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(e) => Some(e),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => {
+            // Polled, never parked on the channel: a parked receiver would
+            // make every request pay a wake-up. Lines wait at most one nap.
+            let entry = match rx.try_recv() {
+                Ok(e) => e,
+                Err(mpsc::TryRecvError::Disconnected) => {
                     self.flush();
                     return;
                 }
+                Err(mpsc::TryRecvError::Empty) => {
+                    if dirty {
+                        self.flush();
+                        dirty = false;
+                    }
+                    self.maintain();
+                    std::thread::sleep(NAP);
+                    continue;
+                }
             };
-            let generation = REOPEN.load(Ordering::Relaxed);
-            if generation != self.seen_reopen {
-                self.seen_reopen = generation;
-                self.flush();
-                self.open();
-            } else if self.sink.is_none()
-                && self
-                    .last_attempt
-                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
-            {
-                self.open();
-            }
-            let Some(first) = first else { continue };
-            // Under load, lines already queued are written as one batch;
-            // the buffer is flushed as soon as the queue is empty.
-            let mut next = Some(first);
-            let mut batch = 0;
-            while let Some(entry) = next.take() {
-                line.clear();
-                format.write(&entry, &mut line);
-                match self.sink.as_mut() {
-                    Some(sink) => {
-                        if let Err(e) = sink.write_all(&line) {
-                            self.failed(&e);
-                        }
-                    }
-                    None => {
-                        self.metrics.access_log_errors.inc();
+            line.clear();
+            format.write(&entry, &mut line, &mut clock);
+            match self.sink.as_mut() {
+                Some(sink) => {
+                    dirty = true;
+                    if let Err(e) = sink.write_all(&line) {
+                        self.failed(&e);
                     }
                 }
-                batch += 1;
-                if batch < 4096 {
-                    next = rx.try_recv().ok();
+                None => {
+                    self.metrics.access_log_errors.inc();
                 }
             }
+        }
+    }
+
+    /// Reopens after `SIGUSR1`, and retries a file that could not be opened.
+    fn maintain(&mut self) {
+        let generation = REOPEN.load(Ordering::Relaxed);
+        if generation != self.seen_reopen {
+            self.seen_reopen = generation;
             self.flush();
+            self.open();
+        } else if self.sink.is_none()
+            && self
+                .last_attempt
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            self.open();
         }
     }
 
@@ -339,8 +347,36 @@ impl Writer {
 }
 
 fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Most values need no escaping: copy them as they are.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // serde_json escapes exactly as JSON requires; writing to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// The formatted time, redone only when the second changes.
+#[derive(Default)]
+struct TimeCache {
+    second: i64,
+    text: String,
+}
+
+impl TimeCache {
+    /// Writes `"2026-11-22T10:00:00.123Z"` for `unix_ns`.
+    fn write(&mut self, out: &mut Vec<u8>, unix_ns: u64) {
+        let second = (unix_ns / 1_000_000_000) as i64;
+        if self.text.is_empty() || second != self.second {
+            let ts = jiff::Timestamp::from_second(second).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            self.text = ts.strftime("%Y-%m-%dT%H:%M:%S").to_string();
+            self.second = second;
+        }
+        let millis = (unix_ns / 1_000_000) % 1000;
+        let _ = write!(out, "\"{}.{millis:03}Z\"", self.text);
+    }
 }
 
 fn push_opt(out: &mut Vec<u8>, s: Option<&str>) {
@@ -362,7 +398,7 @@ fn push_ms(out: &mut Vec<u8>, d: Duration) {
 }
 
 impl Format {
-    fn write(&self, e: &Entry, out: &mut Vec<u8>) {
+    fn write(&self, e: &Entry, out: &mut Vec<u8>, clock: &mut TimeCache) {
         out.push(b'{');
         let mut first = true;
         for (field, name) in &self.fields {
@@ -373,15 +409,22 @@ impl Format {
             push_str(out, name);
             out.push(b':');
             match field {
-                Field::Time => {
-                    let ts = jiff::Timestamp::from_nanosecond(i128::from(e.time_unix_ns))
-                        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-                    push_str(out, &ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
-                }
+                Field::Time => clock.write(out, e.time_unix_ns),
                 Field::RequestId => push_value(out, Some(&e.request_id)),
-                Field::ClientIp => push_str(out, &e.client_ip.to_string()),
+                Field::ClientIp => {
+                    let _ = write!(out, "\"{}\"", e.client_ip);
+                }
                 Field::Listener => push_opt(out, e.listener.as_deref()),
-                Field::Protocol => push_str(out, &format!("{:?}", e.protocol)),
+                Field::Protocol => push_str(
+                    out,
+                    match e.protocol {
+                        Version::HTTP_09 => "HTTP/0.9",
+                        Version::HTTP_10 => "HTTP/1.0",
+                        Version::HTTP_2 => "HTTP/2.0",
+                        Version::HTTP_3 => "HTTP/3.0",
+                        _ => "HTTP/1.1",
+                    },
+                ),
                 Field::Method => push_str(out, e.method.as_str()),
                 Field::Host => push_value(out, e.host.as_ref()),
                 Field::Path => push_str(out, e.uri.path()),

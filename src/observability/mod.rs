@@ -97,6 +97,19 @@ pub fn compile(
     let mut errors = Vec::new();
     let metrics = state.metrics(&obs.metrics.latency_buckets);
     let recording = recording(doc);
+    if state.is_inert() {
+        // Checking only: what can be checked without starting the sinks.
+        if let Some(t) = &obs.tracing {
+            if let Err(e) = otlp::check(t, base) {
+                errors.push(("observability.tracing".to_string(), e));
+            }
+        }
+        return if errors.is_empty() {
+            Ok(Observe::default())
+        } else {
+            Err(errors)
+        };
+    }
     let access_log = match &obs.access_log {
         Some(a) => {
             let key = format!("{a:?}|{}", base.display());

@@ -211,6 +211,11 @@ pub fn encode(resource: &[KeyValue], spans: Vec<SpanData>) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// Checks the endpoint, CA and headers of `doc` without starting anything.
+pub fn check(doc: &TracingDoc, base: &std::path::Path) -> Result<(), String> {
+    Target::new(doc, base).map(|_| ())
+}
+
 /// The request path's end of the export queue.
 #[derive(Debug)]
 pub struct Exporter {
@@ -344,7 +349,7 @@ impl Target {
             }
             OtlpProtocol::Grpc => self
                 .endpoint
-                .grpc_unary(&self.path, &body)
+                .grpc_unary(&self.path, &self.headers, &body)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string()),

@@ -64,7 +64,8 @@ impl Start {
 
     /// Notes the request's arrival; copies what the access log needs only
     /// when there is one.
-    pub fn new<B>(req: &Request<B>, observe: &Observe) -> Start {
+    /// `sampled`: the request's spans will be exported (they carry the path).
+    pub fn new<B>(req: &Request<B>, observe: &Observe, sampled: bool) -> Start {
         let (uri, host, user_agent, headers) = match &observe.access_log {
             Some(log) => (
                 Some(req.uri().clone()),
@@ -78,7 +79,7 @@ impl Start {
                     .map(|h| req.headers().get(h).cloned())
                     .collect(),
             ),
-            None => (None, None, None, Vec::new()),
+            None => (sampled.then(|| req.uri().clone()), None, None, Vec::new()),
         };
         Start {
             at: Instant::now(),

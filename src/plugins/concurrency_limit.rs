@@ -48,6 +48,8 @@ pub struct ConcurrencyLimit {
     on_missing: OnMissing,
     status: StatusCode,
     slots: Arc<Slots>,
+    /// Decision counters, when metrics are recorded.
+    counters: Option<crate::observability::metrics::DecisionCounters>,
 }
 
 /// Builds `concurrency_limit` from its configuration.
@@ -83,6 +85,9 @@ pub fn build(
         on_missing: c.on_missing_key,
         status,
         slots,
+        counters: cx.state.recording_metrics().map(|m| {
+            crate::observability::metrics::DecisionCounters::new(&m, cx.owner, "concurrency_limit")
+        }),
     }))
 }
 
@@ -101,7 +106,16 @@ impl Plugin for ConcurrencyLimit {
             Ok(None) => return Step::Continue,
             Err(e) => return Step::Reject(e),
         };
-        match Slots::acquire(&self.slots, key, self.max) {
+        let slot = Slots::acquire(&self.slots, key, self.max);
+        if let Some(c) = &self.counters {
+            if slot.is_some() {
+                &c.allowed
+            } else {
+                &c.rejected
+            }
+            .inc();
+        }
+        match slot {
             Some(slot) => {
                 cx.holds.push(Box::new(slot));
                 Step::Continue

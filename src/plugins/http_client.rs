@@ -158,19 +158,23 @@ impl Endpoint {
     /// Makes one unary gRPC call to `path` (like `/pkg.Service/Method`)
     /// with an encoded protobuf `message`; returns the reply message.
     /// A non-zero `grpc-status` is an error carrying its message.
-    pub async fn grpc_unary(&self, path: &str, message: &[u8]) -> Result<Bytes, FetchError> {
+    pub async fn grpc_unary(
+        &self,
+        path: &str,
+        extra: &[(header::HeaderName, HeaderValue)],
+        message: &[u8],
+    ) -> Result<Bytes, FetchError> {
         let call = async {
             let mut framed = Vec::with_capacity(message.len() + 5);
             framed.push(0);
             framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
             framed.extend_from_slice(message);
-            let headers = [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/grpc"),
-                ),
-                (header::TE, HeaderValue::from_static("trailers")),
-            ];
+            let mut headers = extra.to_vec();
+            headers.push((
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            ));
+            headers.push((header::TE, HeaderValue::from_static("trailers")));
             let resp = self
                 .send_request(Method::POST, path, &headers, framed.into())
                 .await?;

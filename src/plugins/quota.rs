@@ -127,6 +127,8 @@ pub struct Quota {
     namespace: String,
     clock: Clock,
     current: ArcSwap<Window>,
+    /// Decision counters, when metrics are recorded.
+    counters: Option<crate::observability::metrics::DecisionCounters>,
 }
 
 #[derive(Debug)]
@@ -220,6 +222,10 @@ pub fn build(
         namespace,
         clock,
         current: ArcSwap::from_pointee(current),
+        counters: cx
+            .state
+            .recording_metrics()
+            .map(|m| crate::observability::metrics::DecisionCounters::new(&m, cx.owner, "quota")),
     }))
 }
 
@@ -321,6 +327,9 @@ impl Plugin for Quota {
                             ),
                         };
                         redis.warn("quota", self.on_redis_error.describe(), &err);
+                        if let Some(c) = &self.counters {
+                            c.error.inc();
+                        }
                         match self.on_redis_error {
                             OnRedisError::Allow => Ok(()),
                             OnRedisError::Deny => Err(unavailable("quota")),
@@ -375,6 +384,9 @@ impl Quota {
             ),
             (RESET.clone(), HeaderValue::from(reset)),
         ];
+        if let Some(c) = &self.counters {
+            if admitted { &c.allowed } else { &c.rejected }.inc();
+        }
         if admitted {
             if self.headers {
                 cx.response_headers.extend(headers);

@@ -28,6 +28,9 @@ pub struct StateStore {
     metrics: std::sync::OnceLock<Arc<crate::observability::metrics::Metrics>>,
     /// Whether the snapshot being built records metrics.
     recording: std::sync::atomic::AtomicBool,
+    /// Builds only to check (`portcullis validate`): no writer or exporter
+    /// threads are started and no files are opened.
+    inert: bool,
 }
 
 #[derive(Debug, Default)]
@@ -44,7 +47,22 @@ impl StateStore {
             clock,
             metrics: std::sync::OnceLock::new(),
             recording: std::sync::atomic::AtomicBool::new(false),
+            inert: false,
         }
+    }
+
+    /// A store for checking a configuration without side effects (no log
+    /// files opened, no exporter started).
+    pub fn inert() -> StateStore {
+        StateStore {
+            inert: true,
+            ..StateStore::default()
+        }
+    }
+
+    /// Whether this store only checks configurations.
+    pub fn is_inert(&self) -> bool {
+        self.inert
     }
 
     /// The process's metric families. The histogram `buckets` of the first

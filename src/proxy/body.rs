@@ -52,10 +52,18 @@ pin_project_lite::pin_project! {
         },
         /// Another body whose bytes are counted; the request is recorded
         /// (metrics, access log, spans) when this is dropped.
-        Observed {
-            body: Pin<Box<ResponseBody>>,
-            finish: Box<crate::observability::request::Finish>,
-        },
+        Observed { inner: Pin<Box<ObservedBody>> },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body with the record of its request, in one allocation.
+    /// Fields drop in order: the body (and what it holds) first, then the
+    /// record, which is written out as it drops.
+    pub struct ObservedBody {
+        #[pin]
+        body: ResponseBody,
+        finish: crate::observability::request::Finish,
     }
 }
 
@@ -74,10 +82,9 @@ impl ResponseBody {
 
 impl ResponseBody {
     /// This body, counted and recorded by `finish` when it is dropped.
-    pub fn observed(self, finish: Box<crate::observability::request::Finish>) -> ResponseBody {
+    pub fn observed(self, finish: crate::observability::request::Finish) -> ResponseBody {
         ResponseBody::Observed {
-            body: Box::pin(self),
-            finish,
+            inner: Box::pin(ObservedBody { body: self, finish }),
         }
     }
 }
@@ -94,11 +101,12 @@ impl Body for ResponseBody {
             ResponseBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
             ResponseBodyProj::Upstream { body, .. } => body.poll_frame(cx),
             ResponseBodyProj::Holding { body, .. } => body.as_mut().poll_frame(cx),
-            ResponseBodyProj::Observed { body, finish } => {
-                let polled = body.as_mut().poll_frame(cx);
+            ResponseBodyProj::Observed { inner } => {
+                let this = inner.as_mut().project();
+                let polled = this.body.poll_frame(cx);
                 if let Poll::Ready(Some(Ok(frame))) = &polled {
                     if let Some(data) = frame.data_ref() {
-                        finish.bytes_out += data.len() as u64;
+                        this.finish.bytes_out += data.len() as u64;
                     }
                 }
                 polled
@@ -111,7 +119,7 @@ impl Body for ResponseBody {
             ResponseBody::Full { body } => body.is_end_stream(),
             ResponseBody::Upstream { body, .. } => body.is_end_stream(),
             ResponseBody::Holding { body, .. } => body.is_end_stream(),
-            ResponseBody::Observed { body, .. } => body.is_end_stream(),
+            ResponseBody::Observed { inner } => inner.body.is_end_stream(),
         }
     }
 
@@ -120,7 +128,7 @@ impl Body for ResponseBody {
             ResponseBody::Full { body } => body.size_hint(),
             ResponseBody::Upstream { body, .. } => body.size_hint(),
             ResponseBody::Holding { body, .. } => body.size_hint(),
-            ResponseBody::Observed { body, .. } => body.size_hint(),
+            ResponseBody::Observed { inner } => inner.body.size_hint(),
         }
     }
 }

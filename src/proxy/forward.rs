@@ -299,7 +299,18 @@ pub async fn forward(
         rec.upstream = Some(up.name.clone());
         rec.upstream_time = Some(took);
         rec.target = last.map(|(i, _)| up.targets[i].address.clone());
-        if let Some((span_id, start)) = client_span {
+        // Unsampled traces keep the span only when it may be exported for an error.
+        let failed = result
+            .as_ref()
+            .map_or(true, |r| r.status().is_server_error());
+        let keep = rec.trace.as_ref().is_some_and(|t| t.sampled)
+            || (failed
+                && f.snap
+                    .observe
+                    .tracer
+                    .as_ref()
+                    .is_some_and(|t| t.always_sample_errors));
+        if let Some((span_id, start)) = client_span.filter(|_| keep) {
             let mut attributes = vec![("portcullis.upstream", AttrValue::Str(up.name.to_string()))];
             if let Some(t) = &rec.target {
                 attributes.push(("server.address", AttrValue::Str(t.to_string())));

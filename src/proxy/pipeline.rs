@@ -97,7 +97,11 @@ pub async fn handle(
             rec.trace = Some(TraceContext::start(req.headers(), t));
         }
         rec.on = true;
-        Start::new(&req, &snap.observe)
+        Start::new(
+            &req,
+            &snap.observe,
+            rec.trace.as_ref().is_some_and(|t| t.sampled),
+        )
     });
     let mut resp = match snap.listener(conn.listener) {
         Some(listener) => {
@@ -133,7 +137,7 @@ pub async fn handle(
             record: rec,
             snap: snap.clone(),
         };
-        resp = resp.map(|b| b.observed(Box::new(finish)));
+        resp = resp.map(|b| b.observed(finish));
     }
     let h = resp.headers_mut();
     h.insert(rid_name.clone(), rid);
@@ -383,7 +387,8 @@ async fn route_and_act(
         )
         .closing());
     }
-    let mut req = if rec.on {
+    // Only bodies that exist are counted (no allocation for GET and the like).
+    let mut req = if rec.on && !http_body::Body::is_end_stream(req.body()) {
         let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
         rec.request_bytes = Some(count.clone());
         req.map(|b| ClientBody::counted(b, count))
