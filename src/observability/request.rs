@@ -50,7 +50,15 @@ pub struct Start {
     unix_ns: u64,
     method: Method,
     version: Version,
-    uri: Option<Uri>,
+    /// Boxed and made only for the access log and sampled spans, so a
+    /// request recorded by metrics alone stays small.
+    extras: Option<Box<Extras>>,
+}
+
+/// What only the access log (and sampled spans) need.
+#[derive(Debug, Default)]
+struct Extras {
+    uri: Uri,
     host: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
     headers: Vec<Option<HeaderValue>>,
@@ -63,23 +71,28 @@ impl Start {
     }
 
     /// Notes the request's arrival; copies what the access log needs only
-    /// when there is one.
-    /// `sampled`: the request's spans will be exported (they carry the path).
+    /// when there is one. `sampled`: the request's spans will be exported
+    /// (they carry the path).
     pub fn new<B>(req: &Request<B>, observe: &Observe, sampled: bool) -> Start {
-        let (uri, host, user_agent, headers) = match &observe.access_log {
-            Some(log) => (
-                Some(req.uri().clone()),
-                match req.uri().authority() {
+        let extras = match &observe.access_log {
+            Some(log) => Some(Box::new(Extras {
+                uri: req.uri().clone(),
+                host: match req.uri().authority() {
                     Some(a) => HeaderValue::from_str(a.as_str()).ok(),
                     None => req.headers().get(header::HOST).cloned(),
                 },
-                req.headers().get(header::USER_AGENT).cloned(),
-                log.headers
+                user_agent: req.headers().get(header::USER_AGENT).cloned(),
+                headers: log
+                    .headers
                     .iter()
                     .map(|h| req.headers().get(h).cloned())
                     .collect(),
-            ),
-            None => (sampled.then(|| req.uri().clone()), None, None, Vec::new()),
+            })),
+            None if sampled => Some(Box::new(Extras {
+                uri: req.uri().clone(),
+                ..Extras::default()
+            })),
+            None => None,
         };
         Start {
             at: Instant::now(),
@@ -90,10 +103,7 @@ impl Start {
             },
             method: req.method().clone(),
             version: req.version(),
-            uri,
-            host,
-            user_agent,
-            headers,
+            extras,
         }
     }
 }
@@ -193,8 +203,8 @@ impl Drop for Finish {
                 if let Some(s) = &rec.subject {
                     attributes.push(("enduser.id", AttrValue::Str(s.to_string())));
                 }
-                if let Some(u) = &self.start.uri {
-                    attributes.push(("url.path", AttrValue::Str(u.path().to_string())));
+                if let Some(x) = &self.start.extras {
+                    attributes.push(("url.path", AttrValue::Str(x.uri.path().to_string())));
                 }
                 let trace_state = trace
                     .trace_state
@@ -240,6 +250,7 @@ impl Drop for Finish {
         }
         if let Some(log) = &obs.access_log {
             let upstream = rec.upstream_time;
+            let x = self.start.extras.take().map(|b| *b).unwrap_or_default();
             log.push(Entry {
                 time_unix_ns: self.start.unix_ns,
                 request_id: self.request_id.clone(),
@@ -247,8 +258,8 @@ impl Drop for Finish {
                 listener: self.listener.take(),
                 protocol: self.start.version,
                 method: self.start.method.clone(),
-                host: self.start.host.take(),
-                uri: self.start.uri.take().unwrap_or_default(),
+                host: x.host,
+                uri: x.uri,
                 route: route_name,
                 upstream: rec.upstream.take(),
                 upstream_target: rec.target.take(),
@@ -260,11 +271,11 @@ impl Drop for Finish {
                 upstream_duration: upstream,
                 gateway_duration: self.head_time.saturating_sub(upstream.unwrap_or_default()),
                 consumer: rec.subject.take(),
-                user_agent: self.start.user_agent.take(),
+                user_agent: x.user_agent,
                 tls_version: self.tls_version,
                 trace_id: rec.trace.as_ref().map(|t| t.trace_id),
                 span_id: rec.trace.as_ref().map(|t| t.span_id),
-                headers: std::mem::take(&mut self.start.headers),
+                headers: x.headers,
             });
         }
     }

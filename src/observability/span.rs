@@ -5,10 +5,15 @@
 use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
 use super::otlp::Exporter;
+
+/// `traceparent` (W3C Trace Context), made once: parsing a name costs.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate` (W3C Trace Context).
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// What a span measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +204,7 @@ impl TraceContext {
     /// `traceparent` starts a new trace, as the spec requires).
     pub fn start(headers: &HeaderMap, tracer: &Tracer) -> TraceContext {
         let incoming = headers
-            .get("traceparent")
+            .get(&TRACEPARENT)
             .and_then(|v| parse_traceparent(v.as_bytes()));
         match incoming {
             Some((trace_id, parent, flags)) => TraceContext {
@@ -207,10 +212,7 @@ impl TraceContext {
                 span_id: new_span_id(),
                 parent: Some(parent),
                 sampled: flags & 1 == 1,
-                trace_state: headers
-                    .get("tracestate")
-                    .filter(|v| v.len() <= 512)
-                    .cloned(),
+                trace_state: headers.get(&TRACESTATE).filter(|v| v.len() <= 512).cloned(),
             },
             None => {
                 let trace_id = new_trace_id();

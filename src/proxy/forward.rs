@@ -18,7 +18,9 @@ use super::pipeline::ConnInfo;
 use super::upgrade;
 use crate::config::HostHeader;
 use crate::observability::request::Record;
-use crate::observability::span::{new_span_id, unix_ns, AttrValue, ChildSpan, SpanKind};
+use crate::observability::span::{
+    new_span_id, unix_ns, AttrValue, ChildSpan, SpanKind, TRACEPARENT, TRACESTATE,
+};
 use crate::routing::PathPattern;
 use crate::snapshot::{Listener, ProxyAction, Snapshot};
 use crate::upstream::balancer::consistent_hash::KeySource;
@@ -216,10 +218,10 @@ pub async fn forward(
     // The upstream call is a child span: the upstream sees it as its parent.
     let client_span = f.record.trace.as_ref().map(|t| {
         let id = new_span_id();
-        h.insert("traceparent", t.traceparent(&id));
+        h.insert(TRACEPARENT.clone(), t.traceparent(&id));
         match &t.trace_state {
-            Some(ts) => h.insert("tracestate", ts.clone()),
-            None => h.remove("tracestate"),
+            Some(ts) => h.insert(TRACESTATE.clone(), ts.clone()),
+            None => h.remove(&TRACESTATE),
         };
         (id, unix_ns())
     });
