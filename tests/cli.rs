@@ -291,3 +291,91 @@ async fn a_second_signal_stops_without_waiting_for_the_grace_period() {
     assert_eq!(status.code(), Some(1));
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+#[test]
+fn validate_opens_no_log_file_and_starts_no_exporter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.yaml");
+    let log = dir.path().join("access.log");
+    write(
+        &path,
+        &format!(
+            "{}observability:\n  access_log: {{ output: '{}' }}\n  tracing: {{ endpoint: 'http://127.0.0.1:1' }}\n",
+            doc(free_port(), "ok", "1s"),
+            log.display()
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!log.exists(), "validate created the access log");
+    // A tracing endpoint that cannot be used is still reported.
+    write(
+        &path,
+        &format!(
+            "{}observability:\n  tracing: {{ endpoint: 'https://127.0.0.1:1', ca: missing-ca.pem }}\n",
+            doc(free_port(), "ok", "1s")
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("observability.tracing") && err.contains("missing-ca.pem"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_reopens_the_access_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.yaml");
+    let log = dir.path().join("access.log");
+    let port = free_port();
+    let a: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    write(
+        &path,
+        &format!(
+            "{}observability:\n  access_log: {{ output: access.log, fields: [status] }}\n",
+            doc(port, "v1", "1s")
+        ),
+    );
+    let gw = Running::spawn(&path);
+    wait_for_body(a, "v1", Duration::from_secs(10)).await;
+    let lines = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lines(&log) < 1 {
+        assert!(Instant::now() < deadline, "no access log line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // logrotate: move the file away, then signal.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).expect("rename");
+    signal(&gw.0, "-USR1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(a, "/").await.body, "v1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lines(&log) < 1 {
+        assert!(Instant::now() < deadline, "the access log was not reopened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lines(&log), 1, "only the request after the signal");
+    let before = lines(&rotated);
+    assert!(before >= 1, "the first request went to the rotated file");
+}

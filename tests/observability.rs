@@ -17,7 +17,7 @@ use http_body_util::Full;
 
 fn admin_config(extra: &str, upstream: SocketAddr) -> String {
     format!(
-        "{}admin: {{ address: 127.0.0.1:0 }}\n{extra}upstreams:\n  - name: echo\n    targets: [{{ address: {upstream} }}]\nroutes:\n  - name: users\n    match: {{ paths: [/users] }}\n    respond: {{ json: {{ users: [] }} }}\n  - name: api\n    match: {{ paths: [/api] }}\n    upstream: echo\n  - name: limited\n    match: {{ paths: [/limited] }}\n    respond: {{ status: 200, body: ok }}\n    plugins:\n      - rate_limit: {{ limit: 2, window: 1m, key: ip }}\n  - name: broken\n    match: {{ paths: [/broken] }}\n    respond: {{ status: 503, body: down }}\n",
+        "{}admin: {{ address: 127.0.0.1:0 }}\n{extra}upstreams:\n  - name: echo\n    targets: [{{ address: {upstream} }}]\n  - name: flaky\n    targets: [{{ address: '127.0.0.1:1' }}, {{ address: {upstream} }}]\n    load_balancing: round_robin\nroutes:\n  - name: flaky\n    match: {{ paths: [/flaky] }}\n    upstream: flaky\n  - name: quota\n    match: {{ paths: [/quota] }}\n    respond: {{ status: 200, body: ok }}\n    plugins:\n      - quota: {{ limit: 1, period: day, store: local, key: ip }}\n      - concurrency_limit: {{ max: 5, key: ip }}\n  - name: users\n    match: {{ paths: [/users] }}\n    respond: {{ json: {{ users: [] }} }}\n  - name: api\n    match: {{ paths: [/api] }}\n    upstream: echo\n  - name: limited\n    match: {{ paths: [/limited] }}\n    respond: {{ status: 200, body: ok }}\n    plugins:\n      - rate_limit: {{ limit: 2, window: 1m, key: ip }}\n  - name: broken\n    match: {{ paths: [/broken] }}\n    respond: {{ status: 503, body: down }}\n",
         listeners(2)
     )
 }
@@ -80,6 +80,12 @@ async fn metrics_count_every_request_exactly() {
     }
     assert_eq!(statuses, [200, 200, 429]);
     assert_eq!(get(a, "/broken").await.status.as_u16(), 503);
+    assert_eq!(get(a, "/quota").await.status.as_u16(), 200);
+    assert_eq!(get(a, "/quota").await.status.as_u16(), 429);
+    // Half the targets refuse connections: every request still succeeds, by retrying.
+    for _ in 0..4 {
+        assert_eq!(get(a, "/flaky").await.status, StatusCode::OK);
+    }
 
     let p = "portcullis_requests_total";
     expect_metric(
@@ -123,6 +129,25 @@ async fn metrics_count_every_request_exactly() {
     let rl = r#"portcullis_rate_limit_decisions_total{owner="route:limited",plugin="rate_limit",decision="#;
     assert_eq!(v(&format!(r#"{rl}"allowed"}}"#)), Some(2.0), "{text}");
     assert_eq!(v(&format!(r#"{rl}"rejected"}}"#)), Some(1.0), "{text}");
+    let q = r#"portcullis_rate_limit_decisions_total{owner="route:quota",plugin="#;
+    assert_eq!(
+        v(&format!(r#"{q}"quota",decision="allowed"}}"#)),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        v(&format!(r#"{q}"quota",decision="rejected"}}"#)),
+        Some(1.0),
+        "{text}"
+    );
+    // The refused request never reached the concurrency limit after it.
+    let allowed = format!(r#"{q}"concurrency_limit",decision="allowed"}}"#);
+    assert_eq!(v(&allowed), Some(1.0), "{text}");
+    let retries = v(r#"portcullis_upstream_retries_total{upstream="flaky"}"#).unwrap_or(0.0);
+    assert!(
+        (1.0..=4.0).contains(&retries),
+        "round robin sends at least one of 4 to the dead target first: {text}"
+    );
     assert_eq!(
         v(r#"portcullis_request_body_bytes_total{route="api"}"#),
         Some(10.0)
@@ -601,7 +626,7 @@ async fn traces_continue_the_callers_trace_over_otlp_http() {
     let receiver = common::otlp::start(false).await;
     let up = echo_upstream().await;
     let gw = start(&tracing_config(
-        "",
+        ", headers: { x-collector-token: s3cret }",
         &format!("http://{}", receiver.addr),
         up.addr,
     ));
@@ -658,6 +683,11 @@ async fn traces_continue_the_callers_trace_over_otlp_http() {
     assert!(client.end_time_unix_nano <= server.end_time_unix_nano);
     let r = receiver.received();
     assert_eq!(r.content_types[0], "application/x-protobuf");
+    assert!(
+        !r.tokens.is_empty() && r.tokens.iter().all(|t| t == "s3cret"),
+        "{:?}",
+        r.tokens
+    );
     let resource = &r.resources[0];
     assert_eq!(
         common::otlp::attr(resource, "service.name").as_deref(),
@@ -693,11 +723,48 @@ async fn traces_continue_the_callers_trace_over_otlp_http() {
 }
 
 #[tokio::test]
+async fn plugin_calls_out_are_child_spans() {
+    let receiver = common::otlp::start(false).await;
+    let up = echo_upstream().await;
+    let auth = upstream_with(|_| async {
+        http::Response::new(Full::new(Bytes::from_static(
+            br#"{"active": true, "sub": "alice"}"#,
+        )))
+    })
+    .await;
+    let yaml = format!(
+        "{}  - name: guarded\n    match: {{ paths: [/guarded] }}\n    upstream: echo\n    plugins:\n      - oauth2_introspection: {{ url: 'http://{}/introspect', client_id: gw, client_secret: s3cret }}\n",
+        tracing_config("", &format!("http://{}", receiver.addr), up.addr),
+        auth.addr
+    );
+    let gw = start(&yaml);
+    let got = get_with(
+        addr(&gw, "main"),
+        "/guarded",
+        &[("authorization", "Bearer opaque-token")],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    let spans = receiver.wait_spans(3).await;
+    let server = spans.iter().find(|s| s.kind == 2).expect("server span");
+    let call = spans
+        .iter()
+        .find(|s| s.name == "oauth2_introspection")
+        .expect("introspection span");
+    assert_eq!(call.kind, 1, "internal");
+    assert_eq!(call.parent_span_id, server.span_id);
+    assert_eq!(call.trace_id, server.trace_id);
+    assert_eq!(server.attr("enduser.id").as_deref(), Some("alice"));
+    assert!(server.start_time_unix_nano <= call.start_time_unix_nano);
+    assert!(call.end_time_unix_nano <= server.end_time_unix_nano);
+}
+
+#[tokio::test]
 async fn grpc_export_samples_by_ratio_and_keeps_errors() {
     let receiver = common::otlp::start(true).await;
     let up = echo_upstream().await;
     let yaml = tracing_config(
-        ", protocol: grpc, sample_ratio: 0.0",
+        ", protocol: grpc, sample_ratio: 0.0, headers: { x-collector-token: s3cret }",
         &format!("http://{}", receiver.addr),
         up.addr,
     );
@@ -743,7 +810,13 @@ async fn grpc_export_samples_by_ratio_and_keeps_errors() {
         .find(|s| s.name == "GET users")
         .expect("sampled span");
     assert_eq!(followed.trace_id, vec![0x11; 16]);
-    assert_eq!(receiver.received().content_types[0], "application/grpc");
+    let r = receiver.received();
+    assert_eq!(r.content_types[0], "application/grpc");
+    assert!(
+        !r.tokens.is_empty() && r.tokens.iter().all(|t| t == "s3cret"),
+        "gRPC metadata: {:?}",
+        r.tokens
+    );
 }
 
 #[tokio::test]

@@ -687,3 +687,46 @@ async fn mtls_auth_maps_client_certificates_to_consumers() {
     assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
     assert!(resp.contains("www-authenticate: Mutual"), "{resp}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_failures_are_counted_and_the_tls_version_is_logged() {
+    let (dir, ca, _, _) = server_certs();
+    let up = echo_upstream().await;
+    let log = dir.path().join("access.log");
+    let yaml = format!(
+        "{}admin: {{ address: 127.0.0.1:0 }}\nobservability:\n  access_log: {{ output: '{}', fields: [tls_version, status] }}\n",
+        config(dir.path(), up.addr, ""),
+        log.display()
+    );
+    let gw = start(&yaml);
+    let (a, admin) = (addr(&gw, "secure"), gw.admin_addr().expect("admin"));
+    // Plaintext sent to the TLS port: the handshake fails.
+    let (_, closed) = raw(
+        a,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(closed);
+    let tls13 = client_config(&ca, &[&rustls::version::TLS13]);
+    let mut tls = connect(a, "api.example.test", tls13)
+        .await
+        .expect("TLS 1.3");
+    assert!(get_over(&mut tls, "api.example.test", "/")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let key = r#"portcullis_tls_handshake_failures_total{listener="secure"} 1"#;
+    let mut metrics = String::new();
+    let mut line = String::new();
+    for _ in 0..100 {
+        metrics = get(admin, "/metrics").await.body;
+        line = std::fs::read_to_string(&log).unwrap_or_default();
+        if metrics.lines().any(|l| l == key) && !line.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metrics.lines().any(|l| l == key), "{metrics}");
+    assert_eq!(line, "{\"tls_version\":\"TLSv1.3\",\"status\":200}\n");
+    gw.shutdown().await;
+}

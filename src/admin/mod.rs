@@ -204,11 +204,7 @@ fn ready(state: &AdminState) -> Response<Full<Bytes>> {
     if snap.settings.require_healthy_upstreams {
         let now = now_ns();
         for u in &snap.upstreams {
-            let healthy = u
-                .targets
-                .iter()
-                .zip(&u.stats)
-                .any(|(t, s)| t.weight > 0 && !s.is_down() && !s.is_open_at(now));
+            let healthy = (0..u.targets.len()).any(|i| u.takes_traffic(i, now));
             if !healthy {
                 reasons.push(format!("upstream `{}` has no healthy target", u.name));
             }

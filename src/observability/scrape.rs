@@ -60,9 +60,9 @@ pub fn encode(snap: &Snapshot, live: &Live, out: &mut String) -> std::fmt::Resul
     let now = now_ns();
     for u in &snap.upstreams {
         let mut up = 0;
-        for (t, s) in u.targets.iter().zip(&u.stats) {
+        for (i, (t, s)) in u.targets.iter().zip(&u.stats).enumerate() {
             let labels = [("upstream", u.name.clone()), ("target", t.address.clone())];
-            let ok = !s.is_down() && !s.is_open_at(now) && t.weight > 0;
+            let ok = u.takes_traffic(i, now);
             up += i64::from(ok);
             healthy.get_or_create(&labels).set(i64::from(ok));
             in_flight

@@ -331,7 +331,13 @@ impl Plugin for Quota {
                             c.error.inc();
                         }
                         match self.on_redis_error {
-                            OnRedisError::Allow => Ok(()),
+                            OnRedisError::Allow => {
+                                // Let through: counted like rate_limit's fail-open.
+                                if let Some(c) = &self.counters {
+                                    c.allowed.inc();
+                                }
+                                Ok(())
+                            }
                             OnRedisError::Deny => Err(unavailable("quota")),
                         }
                     }

@@ -194,6 +194,13 @@ impl Upstream {
         }
     }
 
+    /// Whether target `i` takes traffic at `now`: weighted, not held down
+    /// by health checks, not ejected (metrics and readiness report this).
+    pub fn takes_traffic(&self, i: usize, now: u64) -> bool {
+        let s = &self.stats[i];
+        self.targets[i].weight > 0 && !s.is_down() && !s.is_open_at(now)
+    }
+
     /// True when `status` counts as a failure for passive health.
     pub fn is_failure_status(&self, status: http::StatusCode) -> bool {
         self.guards.health.failure_statuses.contains(&status)

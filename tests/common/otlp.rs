@@ -150,6 +150,8 @@ pub struct Received {
     pub resources: Vec<Vec<KeyValue>>,
     pub requests: usize,
     pub content_types: Vec<String>,
+    /// `x-collector-token` of each export (header or gRPC metadata).
+    pub tokens: Vec<String>,
 }
 
 /// A running receiver.
@@ -187,10 +189,16 @@ impl Receiver {
     }
 }
 
-fn record(got: &Mutex<Received>, req: ExportTraceServiceRequest, content_type: String) {
+fn record(
+    got: &Mutex<Received>,
+    req: ExportTraceServiceRequest,
+    content_type: String,
+    token: String,
+) {
     let mut g = got.lock().expect("lock");
     g.requests += 1;
     g.content_types.push(content_type);
+    g.tokens.push(token);
     for rs in req.resource_spans {
         g.resources
             .push(rs.resource.map(|r| r.attributes).unwrap_or_default());
@@ -209,6 +217,12 @@ async fn handle(req: Request<Incoming>, got: Arc<Mutex<Received>>, grpc: bool) -
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let token = req
+        .headers()
+        .get("x-collector-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let path = req.uri().path().to_string();
     let body = req.into_body().collect().await.expect("body").to_bytes();
     if grpc {
@@ -219,7 +233,7 @@ async fn handle(req: Request<Incoming>, got: Arc<Mutex<Received>>, grpc: bool) -
         assert_eq!(body[0], 0, "uncompressed gRPC frame");
         let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
         let msg = ExportTraceServiceRequest::decode(&body[5..5 + len]).expect("valid protobuf");
-        record(&got, msg, content_type);
+        record(&got, msg, content_type, token);
         // An empty ExportTraceServiceResponse, then the status in trailers.
         let mut trailers = http::HeaderMap::new();
         trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
@@ -239,7 +253,7 @@ async fn handle(req: Request<Incoming>, got: Arc<Mutex<Received>>, grpc: bool) -
             .expect("response");
     }
     let msg = ExportTraceServiceRequest::decode(body).expect("valid protobuf");
-    record(&got, msg, content_type);
+    record(&got, msg, content_type, token);
     Response::builder()
         .header("content-type", "application/x-protobuf")
         .body(Full::default().boxed())
