@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 
 use crate::admin::{AdminServer, AdminState};
 
+use crate::config::store::cluster::Cluster;
 use crate::config::{self, ConfigErrors, LoadedConfig};
 use crate::proxy::Shared;
 use crate::server::{worker_count, BoundListener, ConnTracker, Workers};
@@ -29,18 +30,45 @@ use crate::upstream::UpstreamRegistry;
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]
 pub enum ConfigSource {
-    /// A YAML file, re-read on every reload.
+    /// A YAML file, re-read on every reload; Admin API writes are saved to it.
     File(PathBuf),
     /// A document held in memory (tests and embedded defaults).
     Inline(String),
+    /// A document written through the Admin API to a gateway that has no
+    /// file (kept in memory only).
+    Json(serde_json::Value),
+    /// Cluster mode: this node's file for its local sections, etcd for the
+    /// shared ones.
+    Cluster {
+        /// The node's file.
+        node: PathBuf,
+        /// The store.
+        cluster: Arc<Cluster>,
+    },
 }
 
 impl ConfigSource {
     /// Reads and validates the document.
     pub fn load(&self) -> Result<LoadedConfig, ConfigErrors> {
+        let env = |k: &str| std::env::var(k).ok();
         match self {
             ConfigSource::File(p) => config::load_file(p),
-            ConfigSource::Inline(s) => config::load_str(s, "<inline>", &|k| std::env::var(k).ok()),
+            ConfigSource::Inline(s) => config::load_str(s, "<inline>", &env),
+            ConfigSource::Json(v) => config::document::load_value(v.clone(), "<admin api>", &env),
+            ConfigSource::Cluster { node, cluster } => {
+                let local = config::load_file(node)?;
+                let merged = cluster.merge(&local.raw);
+                config::document::load_value(merged, &node.display().to_string(), &env)
+            }
+        }
+    }
+
+    /// What the Admin API calls this store.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConfigSource::File(_) => "file",
+            ConfigSource::Inline(_) | ConfigSource::Json(_) => "memory",
+            ConfigSource::Cluster { .. } => "etcd",
         }
     }
 }
@@ -64,6 +92,27 @@ pub enum ApplyError {
     /// The worker threads could not be started.
     #[error("cannot start worker threads: {0}")]
     Workers(io::Error),
+    /// The configuration store could not be read or written.
+    #[error("configuration store: {0}")]
+    Store(String),
+}
+
+/// Runs `fut` to completion on a thread of its own (with its own runtime),
+/// so it works whether or not the caller is inside a runtime.
+fn block_on_side<T: Send + 'static>(
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime builds (it only needs a thread)")
+                .block_on(fut)
+        })
+        .join()
+        .expect("the store bootstrap does not panic")
+    })
 }
 
 struct Control {
@@ -78,6 +127,8 @@ struct Control {
     resolvers: HashMap<(String, std::time::Duration), tokio::task::AbortHandle>,
     /// How names are looked up.
     lookup: Lookup,
+    /// The task following the cluster store, in cluster mode.
+    follower: Option<tokio::task::AbortHandle>,
     /// Plugin state kept across reloads (key sets, caches).
     plugin_state: crate::plugins::StateStore,
     /// Running plugin background tasks, by key.
@@ -107,11 +158,53 @@ impl Default for StartOptions {
 }
 
 /// A running gateway. Dropping it stops the workers without draining; call
-/// [`Gateway::shutdown`] for a graceful stop.
+/// [`Gateway::shutdown`] for a graceful stop. Its methods are those of
+/// [`Core`], which the Admin API also reaches through a [`GatewayHandle`].
 pub struct Gateway {
+    core: Arc<Core>,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(f) = self.control().follower.take() {
+            f.abort();
+        }
+    }
+}
+
+/// The gateway's state and the operations on it.
+pub struct Core {
     shared: Arc<Shared>,
     tracker: Arc<ConnTracker>,
     control: Mutex<Control>,
+    /// Bytes of the config file the Admin API last wrote; the file watcher
+    /// skips a change that is exactly that write.
+    persisted: Mutex<Option<u64>>,
+}
+
+/// A reference from the admin listener back to the gateway that owns it
+/// (weak: the gateway owns the listener).
+#[derive(Clone, Default)]
+pub struct GatewayHandle(std::sync::Weak<Core>);
+
+impl std::fmt::Debug for GatewayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayHandle")
+    }
+}
+
+impl GatewayHandle {
+    /// The gateway, unless it is shutting down.
+    pub fn get(&self) -> Option<Arc<Core>> {
+        self.0.upgrade()
+    }
 }
 
 impl Gateway {
@@ -136,7 +229,29 @@ impl Gateway {
     /// script DNS answers and move time by hand this way).
     pub fn start_with(source: ConfigSource, options: StartOptions) -> Result<Gateway, ApplyError> {
         let StartOptions { lookup, clock } = options;
-        let loaded = source.load()?;
+        let mut source = source;
+        let mut loaded = source.load()?;
+        if let (ConfigSource::File(path), Some(doc)) = (&source, &loaded.doc.cluster) {
+            let cluster = crate::config::store::cluster::Cluster::new(doc, path)
+                .map_err(|m| ApplyError::Store(format!("{}: {m}", path.display())))?;
+            let cluster = Arc::new(cluster);
+            let seed = crate::config::store::cluster::Cluster::shared_part(&loaded.raw);
+            let origin = block_on_side({
+                let cluster = cluster.clone();
+                async move { cluster.bootstrap(seed).await }
+            })
+            .map_err(|e| ApplyError::Store(e.to_string()))?;
+            tracing::info!(
+                endpoints = cluster.endpoints(),
+                from = origin,
+                "cluster mode: configuration from etcd"
+            );
+            source = ConfigSource::Cluster {
+                node: path.clone(),
+                cluster,
+            };
+            loaded = source.load()?;
+        }
         let n = worker_count(loaded.doc.gateway.workers);
         let workers = Workers::spawn(n).map_err(ApplyError::Workers)?;
         let pools = UpstreamRegistry::default();
@@ -151,8 +266,9 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snap),
         });
         let tracker = Arc::new(ConnTracker::default());
-        let mut control = Control {
+        let control = Control {
             source,
+            follower: None,
             listeners: HashMap::new(),
             revision: 1,
             pools,
@@ -167,29 +283,53 @@ impl Gateway {
                 shared: shared.clone(),
                 tracker: tracker.clone(),
                 draining: Arc::new(AtomicBool::new(false)),
+                gateway: GatewayHandle::default(),
+                writes: Arc::new(tokio::sync::Mutex::new(())),
             },
         };
-        let snap = shared.snapshot.load_full();
-        let fresh = bind_new(&control, &snap)?;
-        let admin = bind_admin(&control, &snap)?;
-        install(&mut control, &snap, fresh, &shared, &tracker);
-        if let Some(a) = admin {
-            control.admin = a;
+        let core = Arc::new_cyclic(|weak: &std::sync::Weak<Core>| {
+            let mut control = control;
+            control.admin_state.gateway = GatewayHandle(weak.clone());
+            Core {
+                shared,
+                tracker,
+                control: Mutex::new(control),
+                persisted: Mutex::new(None),
+            }
+        });
+        {
+            let mut control = core.control();
+            let snap = core.shared.snapshot.load_full();
+            let fresh = bind_new(&control, &snap)?;
+            let admin = bind_admin(&control, &snap)?;
+            install(&mut control, &snap, fresh, &core.shared, &core.tracker);
+            if let Some(a) = admin {
+                control.admin = a;
+            }
+            count_reload(&control, true);
+            if let ConfigSource::Cluster { cluster, .. } = &control.source {
+                let weak = Arc::downgrade(&core);
+                let changed: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+                    if let Some(core) = weak.upgrade() {
+                        crate::reload::log_outcome(core.reload(), "etcd");
+                    }
+                });
+                let task = control.workers.handles()[0].spawn(cluster.clone().follow(changed));
+                control.follower = Some(task.abort_handle());
+            }
+            tracing::info!(
+                workers = n,
+                listeners = ?control.listeners.values().map(|b| b.local.to_string()).collect::<Vec<_>>(),
+                routes = snap.routes.len(),
+                store = control.source.kind(),
+                "gateway started"
+            );
         }
-        count_reload(&control, true);
-        tracing::info!(
-            workers = n,
-            listeners = ?control.listeners.values().map(|b| b.local.to_string()).collect::<Vec<_>>(),
-            routes = snap.routes.len(),
-            "gateway started"
-        );
-        Ok(Gateway {
-            shared,
-            tracker,
-            control: Mutex::new(control),
-        })
+        Ok(Gateway { core })
     }
+}
 
+impl Core {
     fn control(&self) -> std::sync::MutexGuard<'_, Control> {
         // A panic while holding the lock leaves no partial state worth refusing.
         self.control.lock().unwrap_or_else(|e| e.into_inner())
@@ -248,6 +388,39 @@ impl Gateway {
             "configuration applied"
         );
         Ok(revision)
+    }
+
+    /// Where the configuration comes from now.
+    pub fn source(&self) -> ConfigSource {
+        self.control().source.clone()
+    }
+
+    /// Applies `loaded` and, when that works, makes `source` the place
+    /// later reloads read from (an Admin API write to a gateway without a
+    /// file keeps its document this way).
+    pub fn apply_from(
+        &self,
+        source: ConfigSource,
+        loaded: LoadedConfig,
+    ) -> Result<u64, ApplyError> {
+        let mut c = self.control();
+        let result = self.apply_locked(&mut c, loaded);
+        count_reload(&c, result.is_ok());
+        if result.is_ok() {
+            c.source = source;
+        }
+        result
+    }
+
+    /// Records the config file bytes the Admin API just wrote, so the file
+    /// watcher does not reload the gateway's own write.
+    pub fn note_persisted(&self, bytes: &[u8]) {
+        *self.persisted.lock().unwrap_or_else(|e| e.into_inner()) = Some(content_hash(bytes));
+    }
+
+    /// Whether `bytes` are what the Admin API last wrote to the file.
+    pub fn is_own_write(&self, bytes: &[u8]) -> bool {
+        *self.persisted.lock().unwrap_or_else(|e| e.into_inner()) == Some(content_hash(bytes))
     }
 
     /// The snapshot new requests use.
@@ -406,6 +579,13 @@ fn sync_background(c: &mut Control, snap: &Snapshot) {
         let task = handle.spawn(job.clone().run());
         c.background.insert(key.to_string(), task.abort_handle());
     }
+}
+
+fn content_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 /// Counts a configuration load in the metrics.

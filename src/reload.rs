@@ -35,7 +35,12 @@ fn watched(gw: &Gateway, config: &Path) -> Vec<PathBuf> {
 
 /// Reloads and logs the outcome; invalid documents are logged with every error.
 pub fn reload_and_log(gw: &Gateway, why: &str) {
-    match gw.reload() {
+    log_outcome(gw.reload(), why);
+}
+
+/// Logs what a reload triggered by `why` did.
+pub fn log_outcome(result: Result<u64, crate::gateway::ApplyError>, why: &str) {
+    match result {
         Ok(rev) => tracing::info!(revision = rev, trigger = why, "reloaded configuration"),
         Err(e) => tracing::error!(
             trigger = why,
@@ -65,6 +70,10 @@ pub async fn watch_file(gw: Arc<Gateway>, path: PathBuf) {
         };
         if last != Some(hash) {
             last = Some(hash);
+            // The gateway's own Admin API write is already applied.
+            if std::fs::read(&path).is_ok_and(|b| gw.is_own_write(&b)) {
+                continue;
+            }
             reload_and_log(&gw, "file changed");
         }
     }

@@ -45,6 +45,8 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// `/readyz` requires a healthy target in every upstream.
     pub require_healthy_upstreams: bool,
+    /// Who may use the Admin API, and its TLS.
+    pub admin_access: Arc<crate::admin::auth::AdminAccess>,
 }
 
 /// Client-side protocol limits of a listener.
@@ -252,6 +254,9 @@ pub struct Snapshot {
     pub background: Vec<(String, Arc<dyn crate::plugins::Background>)>,
     /// What is recorded about requests (metrics, access log, traces).
     pub observe: crate::observability::Observe,
+    /// The document this snapshot was compiled from, as written (`${NAME}`
+    /// references kept): what the Admin API shows and edits.
+    pub raw: Arc<serde_json::Value>,
 }
 
 impl Snapshot {
@@ -299,7 +304,9 @@ pub fn compile(
             .admin
             .as_ref()
             .is_some_and(|a| a.ready_requires_healthy_upstreams),
+        admin_access: Arc::default(),
     };
+    let mut settings = settings;
 
     // Relative file paths (certificates) are taken from the configuration
     // file's folder; an inline document uses the working directory.
@@ -310,6 +317,23 @@ pub fn compile(
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| std::path::PathBuf::from("."), |p| p.to_path_buf()),
     };
+    if let Some(a) = &doc.admin {
+        match crate::admin::auth::compile(a, &config_dir) {
+            Ok(access) => settings.admin_access = Arc::new(access),
+            Err(list) => {
+                for (path, msg) in list {
+                    err(path, msg);
+                }
+            }
+        }
+    }
+    let mut shared_certs = Vec::new();
+    for (i, c) in doc.certificates.iter().enumerate() {
+        match tls::load_certificate(&c.cert, &c.key, &config_dir) {
+            Ok(loaded) => shared_certs.push(loaded),
+            Err((field, msg)) => err(format!("certificates[{i}].{field}"), msg),
+        }
+    }
     plugin_state.set_recording(crate::observability::recording(doc));
     // Made before the plugins, which pre-make their decision counters from it.
     let _ = plugin_state.metrics(&doc.observability.metrics.latency_buckets);
@@ -625,7 +649,7 @@ pub fn compile(
             redirect_to_https: l.redirect_to_https,
             tls: match &l.tls {
                 None => None,
-                Some(t) => match tls::build(t, &config_dir, l.http2) {
+                Some(t) => match tls::build(t, &config_dir, l.http2, &shared_certs) {
                     Ok(s) => Some(s),
                     Err((field, msg)) => {
                         err(format!("listeners[{i}].tls.{field}"), msg);
@@ -651,6 +675,7 @@ pub fn compile(
         return Err(errors);
     };
     Ok(Snapshot {
+        raw: Arc::new(loaded.raw.clone()),
         observe,
         revision,
         built_at: SystemTime::now(),

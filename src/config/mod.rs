@@ -2,9 +2,12 @@
 //! whole. Every problem is collected and reported with its path, line and
 //! column; a document with any error is never compiled into a snapshot.
 
+pub mod control;
+pub mod document;
 pub mod error;
 pub mod model;
 pub mod observability;
+pub mod store;
 pub mod units;
 pub mod validate;
 pub mod yaml;
@@ -24,6 +27,8 @@ pub use yaml::Positions;
 pub struct LoadedConfig {
     /// The document.
     pub doc: Document,
+    /// The document as written (before `${NAME}` substitution), as JSON.
+    pub raw: Value,
     /// Source positions, for errors found later (for example when binding).
     pub positions: Positions,
     /// The file path or `<inline>`.
@@ -56,6 +61,9 @@ pub fn load_str(
     };
     let mut root = yaml::parse(src).map_err(fail)?;
     let mut errors = Vec::new();
+    // The document as written, `${NAME}` references kept: what the Admin API
+    // shows and writes back, so secrets from the environment never reach the store.
+    let raw = yaml::to_json(&root, "", &mut Positions::default(), &mut Vec::new());
     yaml::substitute_env(&mut root, "", env, &mut errors);
     let mut positions = Positions::default();
     let value = yaml::to_json(&root, "", &mut positions, &mut errors);
@@ -69,6 +77,7 @@ pub fn load_str(
     }
     Ok(LoadedConfig {
         doc,
+        raw,
         positions,
         source_name: source_name.to_string(),
     })
@@ -76,7 +85,7 @@ pub fn load_str(
 
 /// Deserializes section by section and item by item, so that a wrong type
 /// in one route does not hide the errors of the next.
-fn deserialize_document(
+pub(crate) fn deserialize_document(
     value: Value,
     positions: &Positions,
     errors: &mut Vec<ConfigError>,
@@ -102,11 +111,13 @@ fn deserialize_document(
                 }
             }
             "listeners" => doc.listeners = list(v, "listeners", positions, errors),
+            "certificates" => doc.certificates = list(v, "certificates", positions, errors),
             "upstreams" => doc.upstreams = list(v, "upstreams", positions, errors),
             "routes" => doc.routes = list(v, "routes", positions, errors),
             "consumers" => doc.consumers = list(v, "consumers", positions, errors),
             "plugins" => doc.plugins = list(v, "plugins", positions, errors),
             "admin" => doc.admin = item(v, "admin", positions, errors),
+            "cluster" => doc.cluster = item(v, "cluster", positions, errors),
             "observability" => {
                 if let Some(o) = item(v, "observability", positions, errors) {
                     doc.observability = o;
@@ -116,7 +127,7 @@ fn deserialize_document(
                 other,
                 positions.find(other),
                 format!(
-                    "unknown section `{other}`; expected one of `gateway`, `listeners`, `upstreams`, `routes`, `consumers`, `plugins`, `admin`, `observability`"
+                    "unknown section `{other}`; expected one of `gateway`, `listeners`, `certificates`, `upstreams`, `routes`, `consumers`, `plugins`, `admin`, `observability`, `cluster`"
                 ),
             )),
         }

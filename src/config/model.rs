@@ -18,6 +18,9 @@ pub struct Document {
     /// Where clients connect.
     #[serde(default)]
     pub listeners: Vec<ListenerDoc>,
+    /// Certificates every TLS listener offers (chosen by SNI).
+    #[serde(default)]
+    pub certificates: Vec<NamedCertificateDoc>,
     /// Named pools of backend targets.
     #[serde(default)]
     pub upstreams: Vec<UpstreamDoc>,
@@ -35,6 +38,8 @@ pub struct Document {
     /// Metrics, access logs and traces.
     #[serde(default)]
     pub observability: super::observability::ObservabilityDoc,
+    /// Cluster mode: the shared configuration lives in etcd.
+    pub cluster: Option<super::control::ClusterDoc>,
 }
 
 /// Process-wide settings.
@@ -169,9 +174,23 @@ pub struct UpstreamTlsDoc {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateDoc {
-    /// PEM file with the certificate, then any intermediates.
+    /// PEM file with the certificate, then any intermediates; or the PEM
+    /// text itself (a value starting with `-----BEGIN`).
     pub cert: String,
-    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1), or the PEM text.
+    pub key: String,
+}
+
+/// A named certificate shared by every TLS listener (the top-level
+/// `certificates` section): offered by SNI after the listener's own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedCertificateDoc {
+    /// Unique name, used by the Admin API.
+    pub name: String,
+    /// PEM file or PEM text with the certificate chain.
+    pub cert: String,
+    /// PEM file or PEM text with the private key.
     pub key: String,
 }
 

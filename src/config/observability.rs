@@ -12,7 +12,7 @@ use super::units::HumanDuration;
 
 /// The admin listener: `/metrics`, `/healthz`, `/readyz` and `/log-level`.
 /// Kept off the public listeners; bind it to loopback or a private network.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminDoc {
     /// `IP:PORT` to bind, like `127.0.0.1:9901`; port 0 picks a free port.
@@ -20,6 +20,21 @@ pub struct AdminDoc {
     /// `/readyz` also requires at least one healthy target in every upstream.
     #[serde(default)]
     pub ready_requires_healthy_upstreams: bool,
+    /// Bearer tokens for the Admin API (`/api/…`).
+    #[serde(default)]
+    pub tokens: Vec<super::control::AdminTokenDoc>,
+    /// Client certificate subjects allowed when `tls.client_auth` is set.
+    #[serde(default)]
+    pub clients: Vec<super::control::AdminClientDoc>,
+    /// Serve the admin listener over TLS; with `client_auth`, callers can
+    /// authenticate with a certificate listed in `clients`.
+    pub tls: Option<super::model::TlsDoc>,
+    /// File that receives one JSON line per Admin API write (relative to the
+    /// config file's folder); the diagnostic log gets them too.
+    pub audit_log: Option<String>,
+    /// Largest Admin API request body; larger gets 413.
+    #[serde(default = "super::control::default_admin_body")]
+    pub max_body_size: super::units::ByteSize,
 }
 
 /// What the gateway records about the traffic it carries.
@@ -247,6 +262,7 @@ pub fn check(
             ),
             Ok(_) => {}
         }
+        super::control::check_admin_access(&a.tokens, &a.clients, err);
     }
     let m = &obs.metrics;
     if m.latency_buckets.is_empty() {

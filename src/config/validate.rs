@@ -52,6 +52,10 @@ pub fn validate(doc: &Document, positions: &Positions) -> Vec<ConfigError> {
     };
     check_gateway(&mut c, &doc.gateway);
     check_listeners(&mut c, &doc.listeners);
+    c.unique(
+        "certificates",
+        doc.certificates.iter().map(|u| u.name.as_str()),
+    );
     check_upstreams(&mut c, &doc.upstreams);
     check_routes(&mut c, doc);
     check_consumers(&mut c, &doc.consumers);
@@ -66,6 +70,9 @@ pub fn validate(doc: &Document, positions: &Positions) -> Vec<ConfigError> {
         &public,
         &mut |path, msg| c.err(path, msg),
     );
+    if let Some(cl) = &doc.cluster {
+        super::control::check_cluster(cl, &mut |path, msg| c.err(path, msg));
+    }
     for (i, p) in doc.plugins.iter().enumerate() {
         plugins::check_doc(p, &format!("plugins[{i}]"), &mut |path, msg| {
             c.err(path, msg)

@@ -178,7 +178,7 @@ impl MarkedEventReceiver for Builder {
 }
 
 /// Types a plain (unquoted) scalar by the YAML 1.2 core schema.
-fn plain_scalar(text: String) -> Kind {
+pub(crate) fn plain_scalar(text: String) -> Kind {
     match text.as_str() {
         "" | "~" | "null" | "Null" | "NULL" => return Kind::Null,
         "true" | "True" | "TRUE" => return Kind::Bool(true),
@@ -268,7 +268,7 @@ pub fn substitute_env(
     }
 }
 
-fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find("${") {

@@ -82,56 +82,104 @@ pub type TlsError = (String, String);
 
 /// Loads the certificates and builds the rustls configuration. Relative file
 /// paths are taken from `base` (the configuration file's folder).
-pub fn build(doc: &TlsDoc, base: &Path, http2: bool) -> Result<TlsSettings, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut certs = Vec::new();
+/// A certificate chain with its key, loaded once per snapshot, and the files
+/// it came from (watched for changes; none for inline PEM).
+pub type LoadedCert = (Arc<CertifiedKey>, Vec<PathBuf>);
+
+/// Whether a certificate or key setting holds the PEM text itself rather
+/// than a file name.
+fn is_inline_pem(s: &str) -> bool {
+    s.trim_start().starts_with("-----BEGIN")
+}
+
+/// Loads one certificate chain and its key from files (relative to `base`)
+/// or inline PEM text. Errors name the field (`cert` or `key`).
+pub fn load_certificate(cert: &str, key: &str, base: &Path) -> Result<LoadedCert, TlsError> {
+    let provider = rustls::crypto::ring::default_provider();
     let mut files = Vec::new();
-    if doc.certificates.is_empty() {
-        return Err((
-            "certificates".into(),
-            "TLS needs at least one certificate, like `- { cert: site.pem, key: site.key }`".into(),
-        ));
-    }
-    for (j, c) in doc.certificates.iter().enumerate() {
-        let cert_path = base.join(&c.cert);
-        let key_path = base.join(&c.key);
-        let at = |field: &str| format!("certificates[{j}].{field}");
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+    let (chain, cert_name) = if is_inline_pem(cert) {
+        let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                (
+                    "cert".to_string(),
+                    format!("the inline PEM certificate cannot be read: {e}"),
+                )
+            })?;
+        (chain, "the inline certificate".to_string())
+    } else {
+        let path = base.join(cert);
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
             .map_err(|e| {
                 (
-                    at("cert"),
-                    format!(
-                        "cannot read certificates from `{}`: {e}",
-                        cert_path.display()
-                    ),
+                    "cert".to_string(),
+                    format!("cannot read certificates from `{}`: {e}", path.display()),
                 )
             })?;
-        if chain.is_empty() {
-            return Err((
-                at("cert"),
-                format!("`{}` holds no PEM certificate", cert_path.display()),
-            ));
-        }
-        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+        files.push(path.clone());
+        (chain, format!("`{}`", path.display()))
+    };
+    if chain.is_empty() {
+        return Err((
+            "cert".into(),
+            format!("{cert_name} holds no PEM certificate"),
+        ));
+    }
+    let key = if is_inline_pem(key) {
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| {
             (
-                at("key"),
-                format!(
-                    "cannot read a private key from `{}`: {e}",
-                    key_path.display()
-                ),
+                "key".to_string(),
+                format!("the inline PEM private key cannot be read: {e}"),
             )
-        })?;
-        warn_if_expired(&chain[0], &cert_path);
-        let ck = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+        })?
+    } else {
+        let path = base.join(key);
+        files.push(path.clone());
+        PrivateKeyDer::from_pem_file(&path).map_err(|e| {
             (
-                at("key"),
-                format!("the key does not fit the certificate: {e}"),
+                "key".to_string(),
+                format!("cannot read a private key from `{}`: {e}", path.display()),
             )
-        })?;
-        certs.push(Arc::new(ck));
-        files.push(cert_path);
-        files.push(key_path);
+        })?
+    };
+    warn_if_expired(&chain[0], Path::new(&cert_name));
+    let ck = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+        (
+            "key".to_string(),
+            format!("the key does not fit the certificate: {e}"),
+        )
+    })?;
+    Ok((Arc::new(ck), files))
+}
+
+/// Loads the certificates and builds the rustls configuration. Relative file
+/// paths are taken from `base` (the configuration file's folder). `shared`
+/// are the top-level `certificates`, offered after the listener's own.
+pub fn build(
+    doc: &TlsDoc,
+    base: &Path,
+    http2: bool,
+    shared: &[LoadedCert],
+) -> Result<TlsSettings, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut certs = Vec::new();
+    let mut files = Vec::new();
+    if doc.certificates.is_empty() && shared.is_empty() {
+        return Err((
+            "certificates".into(),
+            "TLS needs at least one certificate, like `- { cert: site.pem, key: site.key }`, or a top-level `certificates` entry".into(),
+        ));
+    }
+    for (j, c) in doc.certificates.iter().enumerate() {
+        let (ck, f) = load_certificate(&c.cert, &c.key, base)
+            .map_err(|(field, msg)| (format!("certificates[{j}].{field}"), msg))?;
+        certs.push(ck);
+        files.extend(f);
+    }
+    for (ck, f) in shared {
+        certs.push(ck.clone());
+        files.extend(f.iter().cloned());
     }
     let versions: &[&'static rustls::SupportedProtocolVersion] = match doc.min_version.as_str() {
         "1.2" => &[&rustls::version::TLS13, &rustls::version::TLS12],

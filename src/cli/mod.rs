@@ -1,4 +1,8 @@
-//! The command line: `run`, `validate`, `hash-password`, `version`.
+//! The command line: `run`, `validate`, `config` (export, diff, apply
+//! against a running node), `hash-password`, `version`.
+
+mod config_cmd;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +55,18 @@ pub enum Command {
     HashPassword,
     /// Print the version.
     Version,
+    /// Declarative sync with a running node's Admin API.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        action: config_cmd::ConfigAction,
+        /// The node's admin listener.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// Bearer token (default: the PORTCULLIS_ADMIN_TOKEN variable).
+        #[arg(long, global = true)]
+        token: Option<String>,
+    },
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -62,6 +78,11 @@ pub fn main(cli: Cli) -> ExitCode {
         }
         Command::Validate { config: path } => validate(&path),
         Command::HashPassword => hash_password(),
+        Command::Config {
+            action,
+            admin,
+            token,
+        } => config_cmd::run(action, &admin, token),
         Command::Run { config, log_format } => {
             observability::init_logging(matches!(log_format, LogFormat::Json));
             run(config)
