@@ -139,7 +139,7 @@ pub async fn create(
             "bad_body",
             match k.id_field {
                 Some(f) => format!("the {section} item needs a `{f}`"),
-                None => "a plugin is a mapping with one key, its name, like {\"cors\": {\"allow_origins\": [\"*\"]}}".into(),
+                None => "a plugin is a mapping with one key, its name, like {\"cors\": {\"origins\": [\"*\"]}}".into(),
             },
         )
     })?;
