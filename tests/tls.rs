@@ -730,3 +730,62 @@ async fn handshake_failures_are_counted_and_the_tls_version_is_logged() {
     assert_eq!(line, "{\"tls_version\":\"TLSv1.3\",\"status\":200}\n");
     gw.shutdown().await;
 }
+
+/// The admin listener over TLS with client certificates: a listed subject
+/// gets its role, any other verified certificate is refused with 401. Also
+/// the top-level `certificates` section, with inline PEM, serving a TLS
+/// listener that lists none of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_mtls_maps_certificate_subjects_to_roles_and_shared_certificates_serve() {
+    let (dir, ca, _, _) = server_certs();
+    let d = dir.path();
+    leaf(&ca, &["localhost"], d, "admin");
+    leaf_with_subject(&ca, "ops", d, "ops");
+    leaf_with_subject(&ca, "intruder", d, "intruder");
+    let inline_cert = std::fs::read_to_string(d.join("api.pem")).expect("pem");
+    let inline_key = std::fs::read_to_string(d.join("api.key")).expect("key");
+    let yaml = format!(
+        "gateway: {{ workers: 1 }}\nlisteners:\n  - name: secure\n    address: 127.0.0.1:0\n    tls: {{ certificates: [] }}\ncertificates:\n  - name: api\n    cert: {cert}\n    key: {key}\nadmin:\n  address: 127.0.0.1:0\n  tls:\n    certificates: [{{ cert: '{d}/admin.pem', key: '{d}/admin.key' }}]\n    client_auth: {{ ca: '{d}/ca.pem', required: true }}\n  clients:\n    - {{ subject: 'CN=ops, O=Example', role: read_only }}\nroutes:\n  - {{ name: r, respond: {{ status: 200, body: shared }} }}\n",
+        cert = serde_json::to_string(&inline_cert).expect("json"),
+        key = serde_json::to_string(&inline_key).expect("json"),
+        d = d.display()
+    );
+    let gw = start(&yaml);
+    let mut tls = connect(
+        addr(&gw, "secure"),
+        "api.example.test",
+        client_config(&ca, &[&rustls::version::TLS13]),
+    )
+    .await
+    .expect("the shared certificate serves");
+    assert!(get_over(&mut tls, "api.example.test", "/")
+        .await
+        .ends_with("shared"));
+
+    let admin = gw.admin_addr().expect("admin");
+    let mut ops = connect(admin, "localhost", client_with_cert(&ca, d, "ops"))
+        .await
+        .expect("handshake");
+    let status = get_over(&mut ops, "localhost", "/api/status").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(
+        status.contains("\"name\":\"CN=ops,O=Example\"") && status.contains("read_only"),
+        "{status}"
+    );
+    let write = {
+        ops.write_all(
+            b"DELETE /api/routes/r HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        let mut buf = [0u8; 1024];
+        let n = ops.read(&mut buf).await.expect("read");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(write.starts_with("HTTP/1.1 403"), "{write}");
+    let mut other = connect(admin, "localhost", client_with_cert(&ca, d, "intruder"))
+        .await
+        .expect("handshake");
+    let denied = get_over(&mut other, "localhost", "/api/status").await;
+    assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+}
