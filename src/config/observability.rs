@@ -15,7 +15,9 @@ use super::units::HumanDuration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminDoc {
-    /// `IP:PORT` to bind, like `127.0.0.1:9901`; port 0 picks a free port.
+    /// `IP:PORT` to bind, like `127.0.0.1:9901` (the default: loopback
+    /// only); port 0 picks a free port.
+    #[serde(default = "default_admin_address")]
     pub address: String,
     /// `/readyz` also requires at least one healthy target in every upstream.
     #[serde(default)]
@@ -95,6 +97,10 @@ pub struct AccessLogDoc {
     /// (and counted) rather than slowing requests down.
     #[serde(default = "default_buffer")]
     pub buffer: usize,
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:9901".into()
 }
 
 fn stdout() -> String {

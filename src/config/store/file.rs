@@ -66,7 +66,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("gw.yaml");
         std::fs::write(&path, "# my comment\nroutes: []\n").expect("seed");
-        let doc = json!({"routes": [{"name": "r", "match": {"paths": ["/x"]}, "respond": {"status": 204}}]});
+        let doc = json!({
+            "listeners": [{"name": "main", "address": "127.0.0.1:0"}],
+            "routes": [{"name": "r", "match": {"paths": ["/x"]}, "respond": {"status": 204}}],
+        });
         save(&path, &doc).expect("saved");
         let loaded = crate::config::load_file(&path).expect("loads");
         assert_eq!(loaded.raw, doc);
