@@ -18,8 +18,8 @@ pub struct Record<'a> {
     pub method: &'a str,
     /// The request path, like `/api/routes/users`.
     pub path: &'a str,
-    /// The HTTP status answered.
-    pub status: u16,
+    /// The HTTP status of a refused write; `None` when it was applied.
+    pub status: Option<u16>,
     /// The gateway's configuration revision after the write, when it applied.
     pub revision: Option<u64>,
     /// Why it was refused, when it was.
@@ -38,6 +38,7 @@ pub fn write(rec: &Record<'_>, file: Option<&std::path::Path>) {
         "role": rec.caller.role.as_str(),
         "method": rec.method,
         "path": rec.path,
+        "outcome": if rec.status.is_none() { "applied" } else { "refused" },
         "status": rec.status,
         "revision": rec.revision,
         "error": rec.error,

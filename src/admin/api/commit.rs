@@ -61,8 +61,8 @@ pub async fn commit(
     let result = run(state, req, change).await;
     let access = state.shared.snapshot.load().settings.admin_access.clone();
     let (status, revision, error) = match &result {
-        Ok(c) => (200, Some(c.revision), None),
-        Err(e) => (e.status.as_u16(), None, Some(e.message.as_str())),
+        Ok(c) => (None, Some(c.revision), None),
+        Err(e) => (Some(e.status.as_u16()), None, Some(e.message.as_str())),
     };
     audit::write(
         &audit::Record {

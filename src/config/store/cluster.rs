@@ -280,8 +280,12 @@ impl Cluster {
             }
             CasOutcome::Conflict { current } => {
                 let now = current.as_ref().map_or(0, |c| c.mod_revision);
-                if let Some(c) = current {
-                    self.accept(c)?;
+                match current {
+                    Some(c) => {
+                        self.accept(c)?;
+                    }
+                    // The key was deleted: the next attempt creates it again.
+                    None => self.state().revision = 0,
                 }
                 Err(StoreError::Conflict(now))
             }
@@ -334,8 +338,9 @@ impl Cluster {
                     Ok(Some(WatchEvent::Put(stored))) => self.take(stored, &changed),
                     Ok(Some(WatchEvent::Deleted { .. })) => {
                         tracing::warn!(
-                            "the configuration key was deleted from etcd; keeping the last one"
+                            "the configuration key was deleted from etcd; storing this node's copy again"
                         );
+                        break;
                     }
                     Ok(None) => break,
                     Err(e) => {

@@ -12,9 +12,10 @@ use serde_json::Value;
 
 const PREFIX: &str = "enc:v1:";
 
-/// Field names whose string values (or lists of strings) are secrets.
-const SECRET_FIELDS: [&str; 7] = [
-    "key",
+/// Field names whose string values (or lists of strings) are secrets
+/// anywhere in the document. `key` is one only inside `certificates` (a
+/// private key); elsewhere it names a rate-limit or hashing key.
+const SECRET_FIELDS: [&str; 6] = [
     "api_keys",
     "password",
     "secret",
@@ -91,11 +92,19 @@ impl SecretKey {
 /// Encrypts every secret field of `doc` in place (values already sealed
 /// are left as they are).
 pub fn seal(doc: &mut Value, key: &SecretKey) {
-    walk(doc, false, &mut |s: &mut String| {
+    let mut f = |s: &mut String| {
         if !s.starts_with(PREFIX) {
             *s = key.seal(s);
         }
-    });
+    };
+    if let Some(Value::Array(certs)) = doc.get_mut("certificates") {
+        for c in certs.iter_mut() {
+            if let Some(k) = c.get_mut("key") {
+                walk(k, true, &mut f);
+            }
+        }
+    }
+    walk(doc, false, &mut f);
 }
 
 /// Decrypts every sealed value of `doc` in place.
@@ -158,7 +167,7 @@ mod tests {
         let plain = json!({
             "certificates": [{"name": "site", "cert": "-----BEGIN CERTIFICATE-----", "key": "-----BEGIN PRIVATE KEY-----x"}],
             "consumers": [{"name": "a", "credentials": {"api_keys": ["k1-secret-value"], "basic": [{"username": "u", "password": "$2b$hash"}]}}],
-            "routes": [{"name": "r", "plugins": [{"oauth2_introspection": {"client_secret": "s3cret"}}]}],
+            "routes": [{"name": "r", "plugins": [{"oauth2_introspection": {"client_secret": "s3cret"}}, {"rate_limit": {"key": "ip"}}]}],
         });
         let mut doc = plain.clone();
         seal(&mut doc, &key());
@@ -169,6 +178,10 @@ mod tests {
         assert!(
             text.contains("BEGIN CERTIFICATE"),
             "certificates are public"
+        );
+        assert!(
+            text.contains("\"key\":\"ip\""),
+            "a rate-limit key is no secret: {text}"
         );
         let mut again = doc.clone();
         seal(&mut again, &key());
