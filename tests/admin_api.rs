@@ -166,6 +166,9 @@ async fn a_route_created_through_the_api_is_served_saved_and_survives_a_restart(
     assert_eq!(lines[0]["method"], "POST");
     assert_eq!(lines[0]["path"], "/api/routes");
     assert_eq!(lines[0]["revision"], 2);
+    assert_eq!(lines[0]["outcome"], "applied");
+    assert_eq!(lines[0]["status"], Value::Null);
+    assert_eq!(lines[1]["outcome"], "refused");
     assert_eq!(lines[1]["status"], 409);
     drop(gw);
     // A restart comes back with the route.

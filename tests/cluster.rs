@@ -229,6 +229,39 @@ async fn two_nodes_share_one_configuration_through_etcd() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     served_within(&b, "/after", "back", Duration::from_secs(3)).await;
+
+    // Someone deletes the key by hand: the nodes store their copy again,
+    // and writes work again (no endless compare-and-swap conflict).
+    etcd.delete("/portcullis/config");
+    let start = Instant::now();
+    loop {
+        let r = api(
+            &b,
+            Method::POST,
+            "/api/routes",
+            Some(route("again", "ok")),
+            &[],
+        )
+        .await;
+        if r.status == StatusCode::CREATED {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{} {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    served_within(&a, "/again", "ok", Duration::from_secs(2)).await;
+    served_within(&a, "/after", "back", Duration::from_secs(1)).await;
+    let stored = client
+        .get(b"/portcullis/config")
+        .await
+        .expect("get")
+        .expect("stored again");
+    assert!(String::from_utf8_lossy(&stored.value).contains("\"after\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,7 +171,7 @@ pub fn check_cluster(c: &ClusterDoc, err: &mut dyn FnMut(&str, String)) {
         );
     }
     if let Some(k) = &c.encryption_key {
-        if !k.contains("${") && crate::config::store::secrets::parse_key(k).is_err() {
+        if crate::config::store::secrets::parse_key(k).is_err() {
             err(
                 "cluster.encryption_key",
                 "expected the base64 of 32 random bytes, like the output of `head -c32 /dev/urandom | base64`".into(),

@@ -24,32 +24,45 @@ pub struct Kind {
     pub id_field: Option<&'static str>,
 }
 
+/// Listeners, by name.
+pub const LISTENERS: Kind = Kind {
+    section: "listeners",
+    id_field: Some("name"),
+};
+/// Shared TLS certificates, by name.
+pub const CERTIFICATES: Kind = Kind {
+    section: "certificates",
+    id_field: Some("name"),
+};
+/// Upstreams, by name.
+pub const UPSTREAMS: Kind = Kind {
+    section: "upstreams",
+    id_field: Some("name"),
+};
+/// Routes, by name.
+pub const ROUTES: Kind = Kind {
+    section: "routes",
+    id_field: Some("name"),
+};
+/// Consumers, by name.
+pub const CONSUMERS: Kind = Kind {
+    section: "consumers",
+    id_field: Some("name"),
+};
+/// Global plugins, by plugin name.
+pub const PLUGINS: Kind = Kind {
+    section: "plugins",
+    id_field: None,
+};
+
 /// Every resource kind, in document order.
 pub const KINDS: [Kind; 6] = [
-    Kind {
-        section: "listeners",
-        id_field: Some("name"),
-    },
-    Kind {
-        section: "certificates",
-        id_field: Some("name"),
-    },
-    Kind {
-        section: "upstreams",
-        id_field: Some("name"),
-    },
-    Kind {
-        section: "routes",
-        id_field: Some("name"),
-    },
-    Kind {
-        section: "consumers",
-        id_field: Some("name"),
-    },
-    Kind {
-        section: "plugins",
-        id_field: None,
-    },
+    LISTENERS,
+    CERTIFICATES,
+    UPSTREAMS,
+    ROUTES,
+    CONSUMERS,
+    PLUGINS,
 ];
 
 impl Kind {

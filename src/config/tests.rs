@@ -269,3 +269,45 @@ fn resilience_settings_are_checked() {
         assert!(text.contains(needle), "{extra}: {text}");
     }
 }
+
+#[test]
+fn the_admin_listener_defaults_to_loopback_and_checks_its_credentials() {
+    let base = "listeners:\n  - { name: main, address: 127.0.0.1:8080 }\n";
+    let ok = load(&format!("{base}admin: {{ max_body_size: 2kb }}\n")).expect("valid");
+    assert_eq!(ok.doc.admin.expect("admin").address, "127.0.0.1:9901");
+    let errs = errors(&format!(
+        "{base}admin:\n  tokens:\n    - {{ name: a, role: read_write }}\n    - {{ name: a, role: read_only, sha256: abc }}\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("admin.tokens[0]") && e.contains("exactly one")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("admin.tokens[1].name") && e.contains("duplicate")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("admin.tokens[1].sha256")),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{base}admin:\n  tokens: [{{ name: a, role: admin, env: T }}]\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("admin.tokens[0].role") && e.contains("read_write")),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{base}cluster:\n  etcd: {{ endpoints: [], prefix: nope/ }}\n  encryption_key: short\n"
+    ));
+    for path in [
+        "cluster.etcd.endpoints",
+        "cluster.etcd.prefix",
+        "cluster.encryption_key",
+    ] {
+        assert!(errs.iter().any(|e| e.contains(path)), "{path}: {errs:?}");
+    }
+}

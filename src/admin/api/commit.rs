@@ -37,28 +37,16 @@ pub struct Committed {
     pub revision: u64,
 }
 
-/// The request being audited.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    /// Who.
-    pub caller: &'a Caller,
-    /// HTTP method.
-    pub method: &'a str,
-    /// Request path.
-    pub path: &'a str,
-    /// The resource section and index written, so errors inside it also
-    /// carry their path relative to it.
-    pub target: Option<(&'static str, usize)>,
-}
-
 /// Applies `change` to the current document and commits the result.
 pub async fn commit(
     state: &AdminState,
-    req: Request<'_>,
+    caller: &Caller,
+    method: &str,
+    path: &str,
     change: &Change<'_>,
 ) -> Result<Committed, ApiError> {
     let _one_at_a_time = state.writes.lock().await;
-    let result = run(state, req, change).await;
+    let result = run(state, change).await;
     let access = state.shared.snapshot.load().settings.admin_access.clone();
     let (status, revision, error) = match &result {
         Ok(c) => (None, Some(c.revision), None),
@@ -66,9 +54,9 @@ pub async fn commit(
     };
     audit::write(
         &audit::Record {
-            caller: req.caller,
-            method: req.method,
-            path: req.path,
+            caller,
+            method,
+            path,
             status,
             revision,
             error,
@@ -78,11 +66,7 @@ pub async fn commit(
     result
 }
 
-async fn run(
-    state: &AdminState,
-    req: Request<'_>,
-    change: &Change<'_>,
-) -> Result<Committed, ApiError> {
+async fn run(state: &AdminState, change: &Change<'_>) -> Result<Committed, ApiError> {
     let gw = state.gateway.get().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -96,7 +80,7 @@ async fn run(
             for _ in 0..5 {
                 let base = cluster.merge(&current);
                 let mut doc = base.clone();
-                let target = change(&mut doc)?.or(req.target);
+                let target = change(&mut doc)?;
                 for section in LOCAL_SECTIONS {
                     if doc.get(section) != base.get(section) {
                         return Err(ApiError::new(
@@ -106,8 +90,7 @@ async fn run(
                         ));
                     }
                 }
-                let loaded = check(&doc, &node.display().to_string(), target)?;
-                drop(loaded);
+                check(&doc, &node.display().to_string(), target)?;
                 let (_, expected) = cluster.shared();
                 match cluster.write(&Cluster::shared_part(&doc), expected).await {
                     Ok(_) => {
@@ -132,8 +115,8 @@ async fn run(
         }
         ConfigSource::File(path) => {
             let mut doc = (*current).clone();
-            let target = change(&mut doc)?.or(req.target);
-            let loaded = check(&doc, &path.display().to_string(), target)?;
+            let target = change(&mut doc)?;
+            let loaded = parse(&doc, &path.display().to_string(), target)?;
             let revision = gw.apply(loaded).map_err(|e| applied_error(e, target))?;
             let text = crate::config::store::file::render(&doc);
             gw.note_persisted(text.as_bytes());
@@ -157,8 +140,8 @@ async fn run(
         }
         ConfigSource::Inline(_) | ConfigSource::Json(_) => {
             let mut doc = (*current).clone();
-            let target = change(&mut doc)?.or(req.target);
-            let loaded = check(&doc, "<admin api>", target)?;
+            let target = change(&mut doc)?;
+            let loaded = parse(&doc, "<admin api>", target)?;
             let revision = gw
                 .apply_from(ConfigSource::Json(doc.clone()), loaded)
                 .map_err(|e| applied_error(e, target))?;
@@ -171,13 +154,19 @@ fn env(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
-/// Validates and compiles `doc` without applying it.
-fn check(
+/// Parses and validates `doc`; applying it compiles it.
+fn parse(
     doc: &Value,
     source: &str,
     target: Option<(&'static str, usize)>,
 ) -> Result<crate::config::LoadedConfig, ApiError> {
-    let loaded = document::load_value(doc.clone(), source, &env).map_err(|e| invalid(e, target))?;
+    document::load_value(doc.clone(), source, &env).map_err(|e| invalid(e, target))
+}
+
+/// Validates and compiles `doc` without applying it: in cluster mode a
+/// document must be known good before it is stored for every node.
+fn check(doc: &Value, source: &str, target: Option<(&'static str, usize)>) -> Result<(), ApiError> {
+    let loaded = parse(doc, source, target)?;
     let pools = crate::upstream::UpstreamRegistry::default();
     let inert = crate::plugins::StateStore::inert();
     crate::snapshot::compile(&loaded, 0, 1, &pools, &inert).map_err(|errors| {
@@ -189,7 +178,7 @@ fn check(
             target,
         )
     })?;
-    Ok(loaded)
+    Ok(())
 }
 
 /// 400 with every problem, each with its document path and, inside the

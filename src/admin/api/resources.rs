@@ -10,11 +10,11 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::commit::{commit, Request};
+use super::commit::commit;
 use super::{preconditions, read_json, tagged, ApiError, Writer};
 use crate::admin::auth::Caller;
 use crate::admin::AdminState;
-use crate::config::document::{etag, merge_patch, to_yaml, Kind};
+use crate::config::document::{etag, merge_patch, to_yaml, Kind, CONSUMERS, ROUTES, UPSTREAMS};
 
 fn kind(section: &str) -> Result<Kind, ApiError> {
     Kind::find(section).ok_or_else(|| {
@@ -29,6 +29,14 @@ fn kind(section: &str) -> Result<Kind, ApiError> {
 fn current(state: &AdminState) -> (std::sync::Arc<Value>, u64) {
     let snap = state.shared.snapshot.load();
     (snap.raw.clone(), snap.revision)
+}
+
+/// 204 after a delete, with the revision that serves it.
+fn no_content(revision: u64) -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut()
+        .insert("x-config-revision", HeaderValue::from(revision));
+    resp
 }
 
 /// Pagination of a list.
@@ -156,17 +164,7 @@ pub async fn create(
         Ok(Some((k.section, items.len() - 1)))
     };
     let path = uri.path().to_string();
-    let done = commit(
-        &state,
-        Request {
-            caller: &caller,
-            method: "POST",
-            path: &path,
-            target: None,
-        },
-        &change,
-    )
-    .await?;
+    let done = commit(&state, &caller, "POST", &path, &change).await?;
     let mut resp = tagged(
         StatusCode::CREATED,
         item.clone(),
@@ -223,17 +221,7 @@ pub async fn replace(
         Ok(Some((k.section, at)))
     };
     let path = uri.path().to_string();
-    let done = commit(
-        &state,
-        Request {
-            caller: &caller,
-            method: "PUT",
-            path: &path,
-            target: None,
-        },
-        &change,
-    )
-    .await?;
+    let done = commit(&state, &caller, "PUT", &path, &change).await?;
     let status = if created.into_inner() {
         StatusCode::CREATED
     } else {
@@ -278,23 +266,14 @@ pub async fn patch(
         Ok(Some((k.section, i)))
     };
     let path = uri.path().to_string();
-    let done = commit(
-        &state,
-        Request {
-            caller: &caller,
-            method: "PATCH",
-            path: &path,
-            target: None,
-        },
-        &change,
-    )
-    .await?;
+    let done = commit(&state, &caller, "PATCH", &path, &change).await?;
     let item = result.into_inner().unwrap_or_else(|e| e.into_inner());
     let tag = etag(&item);
     Ok(tagged(StatusCode::OK, item, Some(tag), done.revision))
 }
 
-/// Routes that name `upstream` anywhere (their target, splits, mirrors).
+/// Routes that name `name` under the field `key` anywhere in them (an
+/// upstream in their target or traffic splits, a listener in `listeners`).
 fn routes_using(doc: &Value, key: &str, name: &str) -> Vec<String> {
     fn mentions(v: &Value, key: &str, name: &str) -> bool {
         match v {
@@ -309,10 +288,8 @@ fn routes_using(doc: &Value, key: &str, name: &str) -> Vec<String> {
             _ => false,
         }
     }
-    let routes = Kind::find("routes")
-        .map(|k| k.items(doc))
-        .unwrap_or_default();
-    routes
+    ROUTES
+        .items(doc)
         .iter()
         .filter(|r| mentions(r, key, name))
         .map(|r| {
@@ -361,21 +338,8 @@ pub async fn delete(
         Ok(None)
     };
     let path = uri.path().to_string();
-    let done = commit(
-        &state,
-        Request {
-            caller: &caller,
-            method: "DELETE",
-            path: &path,
-            target: None,
-        },
-        &change,
-    )
-    .await?;
-    let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut()
-        .insert("x-config-revision", HeaderValue::from(done.revision));
-    Ok(resp)
+    let done = commit(&state, &caller, "DELETE", &path, &change).await?;
+    Ok(no_content(done.revision))
 }
 
 /// Output format of `/api/config`.
@@ -436,8 +400,10 @@ pub async fn put_config(
     }
     let change = |doc: &mut Value| {
         preconditions(&headers, Some(&etag(doc)), "the configuration")?;
-        // In cluster mode the node-local sections are not the caller's to
-        // send: keep this node's.
+        // A node-local section (gateway, listeners, admin, observability,
+        // cluster) the body leaves out is kept as it is, in every mode: a
+        // Git repository of shared resources must not remove a node's
+        // listeners, and `config diff` skips those sections alike.
         let mut next = new.clone();
         if let (Value::Object(n), Value::Object(cur)) = (&mut next, &*doc) {
             for section in crate::config::store::cluster::LOCAL_SECTIONS {
@@ -451,27 +417,13 @@ pub async fn put_config(
         *doc = next;
         Ok(None)
     };
-    let done = commit(
-        &state,
-        Request {
-            caller: &caller,
-            method: "PUT",
-            path: "/api/config",
-            target: None,
-        },
-        &change,
-    )
-    .await?;
+    let done = commit(&state, &caller, "PUT", "/api/config", &change).await?;
     Ok(tagged(
         StatusCode::OK,
         json!({"revision": done.revision}),
         Some(etag(&done.doc)),
         done.revision,
     ))
-}
-
-fn upstream_kind() -> Kind {
-    Kind::find("upstreams").unwrap_or(crate::config::document::KINDS[2])
 }
 
 /// `GET /api/upstreams/{name}/targets`.
@@ -481,7 +433,7 @@ pub async fn list_targets(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let (doc, revision) = current(&state);
-    let (_, u) = upstream_kind()
+    let (_, u) = UPSTREAMS
         .get(&doc, &name)
         .ok_or_else(|| ApiError::not_found(&format!("upstreams/{name}")))?;
     let targets = u.get("targets").cloned().unwrap_or(json!([]));
@@ -513,7 +465,7 @@ pub async fn add_target(
                 "a target needs an `address` like \"10.0.0.5:8080\"",
             )
         })?;
-    let k = upstream_kind();
+    let k = UPSTREAMS;
     let change = |doc: &mut Value| {
         let (i, _) = k
             .get(doc, &name)
@@ -539,17 +491,7 @@ pub async fn add_target(
         Ok(Some(("upstreams", i)))
     };
     let path = uri.path().to_string();
-    let done = commit(
-        &state,
-        Request {
-            caller: &caller,
-            method: "POST",
-            path: &path,
-            target: None,
-        },
-        &change,
-    )
-    .await?;
+    let done = commit(&state, &caller, "POST", &path, &change).await?;
     Ok(tagged(StatusCode::CREATED, target, None, done.revision))
 }
 
@@ -560,7 +502,7 @@ pub async fn delete_target(
     Path((name, address)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
-    let k = upstream_kind();
+    let k = UPSTREAMS;
     let change = |doc: &mut Value| {
         let (i, _) = k
             .get(doc, &name)
@@ -580,25 +522,8 @@ pub async fn delete_target(
         Ok(Some(("upstreams", i)))
     };
     let path = uri.path().to_string();
-    let done = commit(
-        &state,
-        Request {
-            caller: &caller,
-            method: "DELETE",
-            path: &path,
-            target: None,
-        },
-        &change,
-    )
-    .await?;
-    let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut()
-        .insert("x-config-revision", HeaderValue::from(done.revision));
-    Ok(resp)
-}
-
-fn consumer_kind() -> Kind {
-    Kind::find("consumers").unwrap_or(crate::config::document::KINDS[4])
+    let done = commit(&state, &caller, "DELETE", &path, &change).await?;
+    Ok(no_content(done.revision))
 }
 
 /// `GET /api/consumers/{name}/credentials`.
@@ -608,7 +533,7 @@ pub async fn get_credentials(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let (doc, revision) = current(&state);
-    let (_, c) = consumer_kind()
+    let (_, c) = CONSUMERS
         .get(&doc, &name)
         .ok_or_else(|| ApiError::not_found(&format!("consumers/{name}")))?;
     let creds = c.get("credentials").cloned().unwrap_or(json!({}));
@@ -632,7 +557,7 @@ async fn write_credentials(
             "credentials are a JSON object like {\"api_keys\": [\"...\"]}",
         ));
     }
-    let k = consumer_kind();
+    let k = CONSUMERS;
     let result = std::sync::Mutex::new(Value::Null);
     let change = |doc: &mut Value| {
         let (i, c) = k
@@ -651,17 +576,7 @@ async fn write_credentials(
         Ok(Some(("consumers", i)))
     };
     let method = if merge { "PATCH" } else { "PUT" };
-    let done = commit(
-        &state,
-        Request {
-            caller: &caller,
-            method,
-            path: &path,
-            target: None,
-        },
-        &change,
-    )
-    .await?;
+    let done = commit(&state, &caller, method, &path, &change).await?;
     let creds = result.into_inner().unwrap_or_else(|e| e.into_inner());
     let tag = etag(&creds);
     Ok(tagged(StatusCode::OK, creds, Some(tag), done.revision))
