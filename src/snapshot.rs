@@ -190,6 +190,8 @@ pub struct ProxyAction {
     pub retry_non_idempotent: bool,
     /// Most requests in flight on this route, when limited.
     pub limit: Option<Limiter>,
+    /// Translate gRPC-Web requests into gRPC and the responses back.
+    pub grpc_web: bool,
 }
 
 /// A fixed response.
@@ -511,6 +513,7 @@ pub fn compile(
                 timeouts,
                 retry_non_idempotent: r.retry_non_idempotent,
                 limit: route_limit.clone(),
+                grpc_web: r.grpc_web,
             })
         };
         let action = if let Some(name) = &r.upstream {

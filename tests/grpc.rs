@@ -3,87 +3,16 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
+use common::grpc::{grpc_frame, grpc_upstream};
 use common::*;
-use http::{HeaderMap, Request, Response};
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A gRPC message frame: uncompressed flag, 4-byte length, payload.
-fn grpc_frame(payload: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(5 + payload.len());
-    b.put_u8(0);
-    b.put_u32(payload.len() as u32);
-    b.put_slice(payload);
-    b.freeze()
-}
-
-/// An HTTP/2 (h2c) server acting as a gRPC service: it answers with as many
-/// message frames as the request's `x-count` says (a server stream) and ends
-/// with `grpc-status: 0` trailers. It checks that `te: trailers` arrived and
-/// waits `x-delay-ms` before answering.
-async fn grpc_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    let te_ok = req.headers().get("te").is_some_and(|v| v == "trailers");
-                    let count: usize = req
-                        .headers()
-                        .get("x-count")
-                        .and_then(|v| v.to_str().ok()?.parse().ok())
-                        .unwrap_or(1);
-                    let delay: u64 = req
-                        .headers()
-                        .get("x-delay-ms")
-                        .and_then(|v| v.to_str().ok()?.parse().ok())
-                        .unwrap_or(0);
-                    let request = req
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                    let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = (0..count)
-                        .map(|i| {
-                            Ok(Frame::data(grpc_frame(
-                                format!("reply {i} to {} bytes", request.len()).as_bytes(),
-                            )))
-                        })
-                        .collect();
-                    let mut trailers = HeaderMap::new();
-                    trailers.insert(
-                        "grpc-status",
-                        if te_ok { "0" } else { "13" }.parse().expect("value"),
-                    );
-                    trailers.insert("grpc-message", "done".parse().expect("value"));
-                    frames.push(Ok(Frame::trailers(trailers)));
-                    let body = StreamBody::new(IterStream(frames.into_iter()));
-                    let mut resp = Response::new(body);
-                    resp.headers_mut()
-                        .insert("content-type", "application/grpc".parse().expect("value"));
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
+use tokio::net::TcpStream;
 
 struct Call {
     status: u16,

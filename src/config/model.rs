@@ -568,6 +568,10 @@ pub struct RouteDoc {
     /// only body-less requests are ever replayed.
     #[serde(default)]
     pub retry_non_idempotent: bool,
+    /// Accept gRPC-Web from browsers (binary and text) and speak gRPC to the
+    /// upstream, which must have `http2: true`.
+    #[serde(default)]
+    pub grpc_web: bool,
     /// Plugins applied to this route.
     #[serde(default)]
     pub plugins: Vec<PluginDoc>,

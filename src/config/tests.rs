@@ -149,13 +149,16 @@ fn actions_redirects_and_plugins_are_checked() {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
     let text = errors(&format!(
-        "{BASE}routes:\n  - name: r\n    respond: {{}}\n    timeouts: {{ read: 1s }}\n    max_in_flight: 3\n    retry_non_idempotent: true\n"
+        "{BASE}routes:\n  - name: r\n    respond: {{}}\n    timeouts: {{ read: 1s }}\n    max_in_flight: 3\n    retry_non_idempotent: true\n    grpc_web: true\n  - name: web\n    upstream: plain\n    grpc_web: true\n  - name: web-split\n    split: {{ upstreams: [{{ upstream: h2 }}, {{ upstream: plain }}] }}\n    grpc_web: true\nupstreams:\n  - {{ name: plain, targets: [{{ address: 127.0.0.1:1 }}] }}\n  - {{ name: h2, targets: [{{ address: 127.0.0.1:1 }}], http2: true }}\n"
     ))
     .join("\n");
     for needle in [
         "routes[0].timeouts (line 6, col 15): `timeouts` only applies to routes that proxy",
         "routes[0].max_in_flight",
         "routes[0].retry_non_idempotent",
+        "routes[0].grpc_web",
+        "routes[1].grpc_web (line 12, col 15): gRPC-Web is translated to gRPC, which needs HTTP/2: set `http2: true` on upstream `plain`",
+        "routes[2].grpc_web (line 15, col 15): gRPC-Web is translated to gRPC, which needs HTTP/2: set `http2: true` on upstream `plain`",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }

@@ -458,12 +458,26 @@ fn check_routes(c: &mut Checker, doc: &Document) {
         if let Some(split) = &r.split {
             check_split(c, &p, split, &upstreams);
         }
+        if r.grpc_web {
+            let split = r.split.iter().flat_map(|s| &s.upstreams);
+            let names = r.upstream.iter().chain(split.map(|s| &s.upstream));
+            for name in names {
+                let plain = doc.upstreams.iter().find(|u| &u.name == name && !u.http2);
+                if plain.is_some() {
+                    c.err(
+                        &format!("{p}.grpc_web"),
+                        format!("gRPC-Web is translated to gRPC, which needs HTTP/2: set `http2: true` on upstream `{name}`"),
+                    );
+                }
+            }
+        }
         if r.upstream.is_none() && r.split.is_none() {
             // Options of the upstream phase would be silently ignored here.
             let proxy_only = [
                 ("timeouts", r.timeouts != TimeoutsDoc::default()),
                 ("max_in_flight", r.max_in_flight > 0),
                 ("retry_non_idempotent", r.retry_non_idempotent),
+                ("grpc_web", r.grpc_web),
             ];
             for (name, set) in proxy_only {
                 if set {

@@ -53,6 +53,8 @@ pin_project_lite::pin_project! {
         /// Another body whose bytes are counted; the request is recorded
         /// (metrics, access log, spans) when this is dropped.
         Observed { inner: Pin<Box<ObservedBody>> },
+        /// An upstream's gRPC body as gRPC-Web (trailers as a last frame).
+        GrpcWeb { inner: Pin<Box<super::grpc_web::EncodeWeb>> },
     }
 }
 
@@ -111,6 +113,7 @@ impl Body for ResponseBody {
                 }
                 polled
             }
+            ResponseBodyProj::GrpcWeb { inner } => inner.as_mut().poll_frame(cx),
         }
     }
 
@@ -120,6 +123,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream { body, .. } => body.is_end_stream(),
             ResponseBody::Holding { body, .. } => body.is_end_stream(),
             ResponseBody::Observed { inner } => inner.body.is_end_stream(),
+            ResponseBody::GrpcWeb { inner } => inner.is_end_stream(),
         }
     }
 
@@ -129,6 +133,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream { body, .. } => body.size_hint(),
             ResponseBody::Holding { body, .. } => body.size_hint(),
             ResponseBody::Observed { inner } => inner.body.size_hint(),
+            ResponseBody::GrpcWeb { inner } => inner.size_hint(),
         }
     }
 }
@@ -221,6 +226,10 @@ pub enum BodyError {
     /// The exchange's deadline passed while the body was streaming.
     #[error("deadline passed while streaming the body")]
     Deadline,
+    /// The client's body cannot be translated for the upstream (a gRPC-Web
+    /// text body that is not base64).
+    #[error("{0}")]
+    Malformed(&'static str),
 }
 
 impl BodyError {

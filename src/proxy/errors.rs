@@ -71,15 +71,14 @@ impl GatewayError {
         }
     }
 
-    /// Renders the error for a gRPC client: HTTP 200 with `grpc-status` and
-    /// `grpc-message` and no body (a trailers-only response).
-    pub fn into_grpc_response(self) -> Response<ResponseBody> {
+    /// Renders the error for a gRPC or gRPC-Web client: HTTP 200 with
+    /// `grpc-status` and `grpc-message` and no body (a trailers-only
+    /// response), with the client's `content_type` (`application/grpc`,
+    /// `application/grpc-web+proto`, …).
+    pub fn into_grpc_response(self, content_type: &'static str) -> Response<ResponseBody> {
         let mut resp = Response::new(full(""));
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         h.insert(
             "grpc-status",
             HeaderValue::from(u16::from(self.grpc_code())),

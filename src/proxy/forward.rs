@@ -15,7 +15,7 @@ use super::body::{empty, BodyError, ClientBody, GuardedBody, ProxyBody, Response
 use super::errors::GatewayError;
 use super::headers::{set_forwarded, strip_hop_by_hop, ClientInfo};
 use super::pipeline::ConnInfo;
-use super::upgrade;
+use super::{grpc_web, upgrade};
 use crate::config::HostHeader;
 use crate::observability::request::Record;
 use crate::observability::span::{
@@ -92,6 +92,9 @@ fn classify(err: &UpstreamError) -> GatewayError {
         )
         .closing(),
         Some(BodyError::Deadline) => timeout_error("answer"),
+        Some(BodyError::Malformed(why)) => {
+            GatewayError::new(StatusCode::BAD_REQUEST, "bad_request_body", why)
+        }
         None => GatewayError::new(
             StatusCode::BAD_GATEWAY,
             "upstream_error",
@@ -195,11 +198,19 @@ pub async fn forward(
         .headers
         .get("grpc-timeout")
         .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+    let grpc_web = if a.grpc_web {
+        grpc_web::detect(&parts.headers)
+    } else {
+        None
+    };
 
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
     if http2 && te_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if grpc_web.is_some() {
+        grpc_web::request_headers(h);
     }
     // The gateway already answered (or skipped) `100-continue` for the client.
     h.remove(header::EXPECT);
@@ -265,6 +276,10 @@ pub async fn forward(
         )
         .boxed()
     };
+    let (body, garbled) = match grpc_web {
+        Some(mode) => grpc_web::request_body(body, mode),
+        None => (body, None),
+    };
     let call = Call {
         a,
         key: &key,
@@ -290,6 +305,17 @@ pub async fn forward(
             .await
             .unwrap_or_else(|_| Err(timeout_error("answer"))),
         None => exchange.await,
+    };
+    let result = match grpc_web {
+        Some(_) if result.is_err() && garbled.is_some_and(|g| g.is_set()) => {
+            Err(GatewayError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request_body",
+                "the gRPC-Web text body is not valid base64",
+            ))
+        }
+        Some(mode) => result.map(|r| grpc_web::response(r, mode)),
+        None => result,
     };
     if let Some(sent) = sent {
         let up = &a.upstream;
@@ -561,7 +587,7 @@ pub fn parse_grpc_timeout(v: &[u8]) -> Option<Duration> {
 /// Errors caused by the client's request body, not by the upstream: they
 /// neither count against the target nor are retried.
 fn client_caused(e: &UpstreamError) -> bool {
-    matches!(e, UpstreamError::Http(h) if matches!(BodyError::find(h), Some(BodyError::TooLarge(_) | BodyError::Idle(_))))
+    matches!(e, UpstreamError::Http(h) if matches!(BodyError::find(h), Some(BodyError::TooLarge(_) | BodyError::Idle(_) | BodyError::Malformed(_))))
 }
 
 /// Turns the upstream's response into the client's: hop-by-hop headers

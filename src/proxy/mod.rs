@@ -5,6 +5,7 @@ pub mod actions;
 pub mod body;
 pub mod errors;
 pub mod forward;
+pub mod grpc_web;
 pub mod headers;
 pub mod pipeline;
 pub mod request_id;

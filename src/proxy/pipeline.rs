@@ -83,10 +83,8 @@ pub async fn handle(
     let snap: Arc<Snapshot> = shared.snapshot.load_full();
     let rid_name = &snap.settings.request_id_header;
     let rid = request_id::from_client(req.headers().get(rid_name));
-    let grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // gRPC and gRPC-Web clients get errors as a gRPC status, in their encoding.
+    let grpc = super::grpc_web::error_content_type(req.headers().get(header::CONTENT_TYPE));
     // The log phase: set up only when the snapshot records something.
     let mut rec = Record::default();
     let start = snap.observe.active().then(|| {
@@ -308,7 +306,7 @@ async fn route_and_act(
     snap: &Snapshot,
     listener: &Listener,
     rid: &HeaderValue,
-    grpc: bool,
+    grpc: Option<&'static str>,
     rec: &mut Record,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     check_request(&req, listener)?;
@@ -411,7 +409,7 @@ async fn route_and_act(
             &snap.consumers,
             limit,
             listener.limits.body_read_timeout,
-            grpc,
+            grpc.is_some(),
         );
         cx.matched = pattern;
         cx.tracing = rec.trace.is_some();
@@ -458,11 +456,14 @@ async fn route_and_act(
 }
 
 /// A gateway error as the client expects it (gRPC status or JSON).
-fn render(e: GatewayError, grpc: bool, rid: &HeaderValue) -> Response<ResponseBody> {
-    if grpc {
-        e.into_grpc_response()
-    } else {
-        e.into_response(rid)
+fn render(
+    e: GatewayError,
+    grpc: Option<&'static str>,
+    rid: &HeaderValue,
+) -> Response<ResponseBody> {
+    match grpc {
+        Some(content_type) => e.into_grpc_response(content_type),
+        None => e.into_response(rid),
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod grpc;
 pub mod otlp;
 pub mod redis;
 
