@@ -1,5 +1,6 @@
-//! WebSocket over HTTP/1.1: the upgrade is proxied, bytes flow both ways,
-//! idle sockets are closed, and `max_in_flight` caps open sockets.
+//! WebSocket over HTTP/1.1 and HTTP/2 (RFC 8441): the upgrade is proxied,
+//! bytes flow both ways, idle sockets are closed, and `max_in_flight` caps
+//! open sockets.
 
 mod common;
 
@@ -10,9 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -28,8 +30,12 @@ async fn ws_upstream() -> SocketAddr {
             };
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
-                    if req.uri().path() != "/ws" || !req.headers().contains_key("sec-websocket-key")
-                    {
+                    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+                        return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                            b"plain",
+                        ))));
+                    };
+                    if !req.uri().path().starts_with("/ws") {
                         return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
                             b"plain",
                         ))));
@@ -53,10 +59,17 @@ async fn ws_upstream() -> SocketAddr {
                         .insert("upgrade", "websocket".parse().expect("value"));
                     resp.headers_mut()
                         .insert("connection", "upgrade".parse().expect("value"));
-                    resp.headers_mut().insert(
-                        "sec-websocket-accept",
-                        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".parse().expect("value"),
-                    );
+                    let accept = if req.uri().path() == "/ws-bad-accept" {
+                        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_string()
+                    } else {
+                        portcullis::proxy::upgrade::accept_for(key.as_bytes())
+                    };
+                    resp.headers_mut()
+                        .insert("sec-websocket-accept", accept.parse().expect("value"));
+                    if let Some(p) = req.headers().get("sec-websocket-protocol") {
+                        resp.headers_mut()
+                            .insert("sec-websocket-protocol", p.clone());
+                    }
                     Ok(resp)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -193,4 +206,109 @@ async fn authentication_runs_on_the_handshake() {
         .expect("echo in time")
         .expect("read");
     assert_eq!(&buf[..n], b"echo:ping");
+}
+
+/// An HTTP/2 (h2c) connection to the gateway, past its SETTINGS: extended
+/// CONNECT may only be sent once the server has announced it.
+async fn h2(a: SocketAddr) -> SendRequest<Empty<Bytes>> {
+    let tcp = TcpStream::connect(a).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let first = sender
+        .send_request(
+            Request::get(format!("http://{a}/other"))
+                .body(Empty::new())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(first.status(), 200);
+    sender
+}
+
+/// Opens a WebSocket over HTTP/2 (RFC 8441) on `path`.
+async fn connect_ws(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    a: SocketAddr,
+    path: &str,
+) -> Response<Incoming> {
+    let mut req = Request::connect(format!("http://{a}{path}"))
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-protocol", "chat")
+        .body(Empty::new())
+        .expect("request");
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .expect("answer in time")
+        .expect("response")
+}
+
+async fn echoes(resp: Response<Incoming>, msg: &str) -> TokioIo<hyper::upgrade::Upgraded> {
+    let mut io = TokioIo::new(
+        hyper::upgrade::on(resp)
+            .await
+            .expect("the stream is a tunnel"),
+    );
+    io.write_all(msg.as_bytes()).await.expect("write");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), io.read(&mut buf))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    assert_eq!(&buf[..n], format!("echo:{msg}").as_bytes());
+    io
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_http2_are_proxied_both_ways() {
+    let up = ws_upstream().await;
+    // Routed like the HTTP/1.1 handshake: a GET.
+    let gw = start(&config(
+        up,
+        "    match: { methods: [GET] }\n    max_in_flight: 2\n",
+    ));
+    let a = addr(&gw, "main");
+    let mut sender = h2(a).await;
+    // An upstream that answers without switching, or with a wrong accept.
+    let plain = connect_ws(&mut sender, a, "/plain").await;
+    assert_eq!(
+        plain.status(),
+        502,
+        "a 2xx would open a tunnel nobody serves"
+    );
+    let bad = connect_ws(&mut sender, a, "/ws-bad-accept").await;
+    assert_eq!(bad.status(), 502);
+
+    let resp = connect_ws(&mut sender, a, "/ws").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "chat");
+    for gone in ["sec-websocket-accept", "upgrade", "connection"] {
+        assert!(
+            !resp.headers().contains_key(gone),
+            "{gone}: {:?}",
+            resp.headers()
+        );
+    }
+    let mut first = echoes(resp, "hello").await;
+    // A second socket shares the connection.
+    let second = echoes(connect_ws(&mut sender, a, "/ws").await, "again").await;
+    // A third is over the route's max_in_flight while both are open.
+    assert_eq!(connect_ws(&mut sender, a, "/ws").await.status(), 503);
+    first.write_all(b"still").await.expect("write");
+    let mut buf = [0u8; 64];
+    let n = first.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], b"echo:still");
+    drop((first, second));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let again = connect_ws(&mut sender, a, "/ws").await;
+    assert_eq!(again.status(), 200, "closed sockets free their slots");
+    // HTTP/1.1 handshakes keep working beside HTTP/2 ones.
+    let (_s, head) = open(a).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    gw.shutdown().await;
 }

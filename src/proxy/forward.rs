@@ -15,6 +15,7 @@ use super::body::{empty, BodyError, ClientBody, GuardedBody, ProxyBody, Response
 use super::errors::GatewayError;
 use super::headers::{set_forwarded, strip_hop_by_hop, ClientInfo};
 use super::pipeline::ConnInfo;
+use super::upgrade::ClientUpgrade;
 use super::{grpc_web, upgrade};
 use crate::config::HostHeader;
 use crate::observability::request::Record;
@@ -27,7 +28,6 @@ use crate::upstream::balancer::consistent_hash::KeySource;
 use crate::upstream::limits::{Held, Permit};
 use crate::upstream::pool::{copy_head, PooledBody, SendError, UpstreamError};
 use crate::upstream::stats::now_ns;
-use hyper::upgrade::OnUpgrade;
 
 static VIA: HeaderValue = HeaderValue::from_static("1.1 portcullis");
 
@@ -110,9 +110,17 @@ pub async fn forward(
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let started = Instant::now();
     // A WebSocket upgrade keeps its upgrade headers and, on `101`, is bridged.
-    let upgrade = upgrade::websocket_upgrade(&req)
-        .filter(|_| f.listener.limits.websocket)
-        .map(|proto| (proto, hyper::upgrade::on(&mut req)));
+    // Over HTTP/2 (extended CONNECT) there is no protocol header to keep:
+    // the upstream gets a fresh HTTP/1.1 handshake.
+    let websocket = f.listener.limits.websocket;
+    let extended_connect = websocket && upgrade::is_extended_connect(&req);
+    let upgrade = if extended_connect {
+        Some((None, hyper::upgrade::on(&mut req)))
+    } else {
+        upgrade::websocket_upgrade(&req)
+            .filter(|_| websocket)
+            .map(|proto| (Some(proto), hyper::upgrade::on(&mut req)))
+    };
     let a = f.action;
     // Admission first, so a request that will be refused costs little.
     let full = |what: &str| {
@@ -188,6 +196,9 @@ pub async fn forward(
     } else {
         Version::HTTP_11
     };
+    if extended_connect {
+        parts.method = http::Method::GET;
+    }
     // gRPC needs `te: trailers`, which hop-by-hop stripping removes.
     let te_trailers = parts
         .headers
@@ -249,8 +260,14 @@ pub async fn forward(
         }
     }
     let client_upgrade = upgrade.map(|(proto, on)| {
-        upgrade::restore_headers(h, proto);
-        on
+        let h2_key = match proto {
+            Some(p) => {
+                upgrade::restore_headers(h, p);
+                None
+            }
+            None => Some(upgrade::h1_handshake(h)),
+        };
+        ClientUpgrade { on, h2_key }
     });
     if f.snap.settings.via {
         h.append(header::VIA, VIA.clone());
@@ -316,6 +333,22 @@ pub async fn forward(
         }
         Some(mode) => result.map(|r| grpc_web::response(r, mode)),
         None => result,
+    };
+    // To an HTTP/2 client any 2xx opens the tunnel, so an upstream that
+    // answers the handshake normally instead of switching is an error.
+    let result = match result {
+        Ok(r)
+            if extended_connect
+                && r.status().is_success()
+                && r.extensions().get::<upgrade::Switched>().is_none() =>
+        {
+            Err(GatewayError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("the upstream answered the WebSocket handshake with {} instead of switching protocols", r.status()),
+            ))
+        }
+        r => r,
     };
     if let Some(sent) = sent {
         let up = &a.upstream;
@@ -390,7 +423,7 @@ impl Call<'_> {
         &self,
         mut req: Request<ProxyBody>,
         permits: (Option<Permit>, Option<Permit>),
-        mut client_upgrade: Option<OnUpgrade>,
+        mut client_upgrade: Option<ClientUpgrade>,
         last: &mut Option<(usize, usize)>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let up = &self.a.upstream;
@@ -485,7 +518,7 @@ impl Call<'_> {
                             };
                             if status == StatusCode::SWITCHING_PROTOCOLS {
                                 return match client_upgrade.take() {
-                                    Some(client) => Ok(switch_protocols(resp, client, held, self.a.timeouts.read)),
+                                    Some(client) => switch_protocols(resp, client, held, self.a.timeouts.read),
                                     // A switch nobody asked for cannot be relayed.
                                     None => Err(GatewayError::new(
                                         StatusCode::BAD_GATEWAY,
@@ -545,24 +578,43 @@ impl Call<'_> {
     }
 }
 
-/// Relays the upstream's `101 Switching Protocols` and bridges both upgraded
-/// connections on their own task, idle-limited by the read timeout.
+/// Relays the upstream's `101 Switching Protocols` (as `200` to an HTTP/2
+/// client, once the upstream's accept matches the key the gateway sent) and
+/// bridges both upgraded connections on their own task, idle-limited by the
+/// read timeout.
 fn switch_protocols(
     mut resp: Response<PooledBody>,
-    client: OnUpgrade,
+    client: ClientUpgrade,
     held: Held,
     idle: Duration,
-) -> Response<ResponseBody> {
+) -> Result<Response<ResponseBody>, GatewayError> {
     let upstream = hyper::upgrade::on(&mut resp);
     let (mut parts, body) = resp.into_parts();
     body.detach();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(p) = protocol {
-        upgrade::restore_headers(&mut parts.headers, p);
+    match &client.h2_key {
+        None => {
+            if let Some(p) = protocol {
+                upgrade::restore_headers(&mut parts.headers, p);
+            }
+        }
+        Some(key) => {
+            let accept = parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+            let expected = upgrade::accept_for(key.as_bytes());
+            if accept.as_ref().map(HeaderValue::as_bytes) != Some(expected.as_bytes()) {
+                return Err(GatewayError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "the upstream answered the WebSocket handshake with a wrong Sec-WebSocket-Accept",
+                ));
+            }
+            parts.status = StatusCode::OK;
+            parts.extensions.insert(upgrade::Switched);
+        }
     }
-    tokio::spawn(upgrade::bridge(client, upstream, idle, held));
-    Response::from_parts(parts, super::body::full(""))
+    tokio::spawn(upgrade::bridge(client.on, upstream, idle, held));
+    Ok(Response::from_parts(parts, super::body::full("")))
 }
 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H`, `M`, `S`,

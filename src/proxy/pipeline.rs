@@ -246,7 +246,9 @@ fn https_redirect(
 
 /// Rejects request shapes the gateway does not accept, before routing.
 fn check_request(req: &Request<Incoming>, listener: &Listener) -> Result<(), GatewayError> {
-    if req.method() == Method::CONNECT {
+    // WebSocket over HTTP/2 is the one CONNECT accepted (RFC 8441).
+    let websocket_h2 = listener.limits.websocket && super::upgrade::is_extended_connect(req);
+    if req.method() == Method::CONNECT && !websocket_h2 {
         return Err(GatewayError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "connect_not_allowed",
@@ -315,10 +317,16 @@ async fn route_and_act(
         return https_redirect(host.as_deref(), port, &req);
     }
     let path = normalize_path(req.uri().path());
+    // A WebSocket over HTTP/2 is routed like its HTTP/1.1 handshake, a GET.
+    let method = if req.method() == Method::CONNECT {
+        &Method::GET
+    } else {
+        req.method()
+    };
     let input = RouteInput {
         host: host.as_deref().unwrap_or(""),
         path: &path,
-        method: req.method(),
+        method,
         headers: req.headers(),
         query: req.uri().query(),
     };

@@ -1,14 +1,22 @@
-//! Protocol upgrades (WebSocket over HTTP/1.1): the client's `Upgrade`
-//! request goes upstream with its upgrade headers; when the upstream agrees
-//! (`101 Switching Protocols`), both upgraded connections are bridged byte
-//! for byte until either side closes or both stay silent for the idle
-//! timeout. The bridge holds the request's permits and in-flight count for
-//! its whole life, so `max_in_flight` also caps open WebSockets.
+//! Protocol upgrades (WebSocket): the client's `Upgrade` request goes
+//! upstream with its upgrade headers; when the upstream agrees (`101
+//! Switching Protocols`), both upgraded connections are bridged byte for
+//! byte until either side closes or both stay silent for the idle timeout.
+//! The bridge holds the request's permits and in-flight count for its whole
+//! life, so `max_in_flight` also caps open WebSockets.
+//!
+//! WebSocket over HTTP/2 (RFC 8441) arrives as an extended CONNECT with
+//! `:protocol: websocket` and no key. Upstreams get the HTTP/1.1 handshake
+//! (with a key the gateway makes and checks), and the client gets `200`
+//! once the upstream has switched: after that the HTTP/2 stream carries the
+//! same WebSocket frames as the upgraded HTTP/1.1 connection.
 
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::Request;
+use http::{Method, Request, Version};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +38,58 @@ pub fn websocket_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
         && req.version() == http::Version::HTTP_11
         && upgrade.as_bytes().eq_ignore_ascii_case(b"websocket"))
     .then(|| upgrade.clone())
+}
+
+/// Whether `req` opens a WebSocket over HTTP/2: an extended CONNECT
+/// (RFC 8441) whose `:protocol` is `websocket`.
+pub fn is_extended_connect<B>(req: &Request<B>) -> bool {
+    req.method() == Method::CONNECT
+        && req.version() == Version::HTTP_2
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// A client's pending upgrade: its connection once the response is sent,
+/// and, for WebSocket over HTTP/2, the key the gateway sent upstream.
+pub struct ClientUpgrade {
+    /// Resolves to the client's side of the bridge.
+    pub on: OnUpgrade,
+    /// `Sec-WebSocket-Key` made for an HTTP/2 client (`None` on HTTP/1.1,
+    /// whose own key and accept travel end to end).
+    pub h2_key: Option<HeaderValue>,
+}
+
+/// Marks the `200` that tells an HTTP/2 client its WebSocket is open, so it
+/// is never confused with an upstream's ordinary `200`.
+#[derive(Debug, Clone, Copy)]
+pub struct Switched;
+
+/// Turns an HTTP/2 extended CONNECT's headers into an HTTP/1.1 WebSocket
+/// handshake's (the method becomes GET elsewhere) and returns the key sent.
+pub fn h1_handshake(h: &mut HeaderMap) -> HeaderValue {
+    restore_headers(h, HeaderValue::from_static("websocket"));
+    let mut nonce = [0u8; 16];
+    // The key only has to be unpredictable enough to tell handshakes apart;
+    // a failing system RNG (never seen in practice) leaves it fixed.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+    let key = HeaderValue::from_str(&STANDARD.encode(nonce))
+        .expect("base64 is always a valid header value");
+    h.insert(header::SEC_WEBSOCKET_KEY, key.clone());
+    h.entry(header::SEC_WEBSOCKET_VERSION)
+        .or_insert(HeaderValue::from_static("13"));
+    key
+}
+
+/// The `Sec-WebSocket-Accept` an upstream must answer `key` with
+/// (RFC 6455 §4.2.2).
+pub fn accept_for(key: &[u8]) -> String {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(GUID);
+    STANDARD.encode(ctx.finish())
 }
 
 /// Puts the upgrade headers back after hop-by-hop stripping.

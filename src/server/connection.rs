@@ -228,6 +228,10 @@ async fn serve_h2<I>(
         .max_local_error_reset_streams(Some(256))
         .keep_alive_interval(Some(limits.header_read_timeout))
         .keep_alive_timeout(limits.header_read_timeout);
+    if limits.websocket {
+        // Advertise RFC 8441 so clients may open WebSockets over HTTP/2.
+        builder.enable_connect_protocol();
+    }
     let peer = info.peer;
     let info = Arc::new(info);
     let svc = service_fn(move |req| {
