@@ -202,6 +202,47 @@ async fn sni_picks_the_certificate_and_https_is_forwarded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_sni_names_can_be_refused() {
+    let (dir, ca, api, _) = server_certs();
+    let up = echo_upstream().await;
+    let gw = start(&config(dir.path(), up.addr, "      unknown_sni: reject\n"));
+    let a = addr(&gw, "secure");
+    let cc = client_config(&ca, &[&rustls::version::TLS13]);
+    let tls = connect(a, "api.example.test", cc.clone())
+        .await
+        .expect("a covered name still gets its certificate");
+    assert_eq!(tls.get_ref().1.peer_certificates().expect("certs")[0], api);
+    let err = connect(a, "unknown.test", cc.clone())
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("AccessDenied"),
+        "no certificate at all: {err}"
+    );
+    // Without SNI (a client dialing an IP address) there is no name to cover.
+    let mut no_sni = (*cc).clone();
+    no_sni.enable_sni = false;
+    let err = connect(a, "api.example.test", Arc::new(no_sni))
+        .await
+        .expect_err("refused without SNI");
+    assert!(err.to_string().contains("AccessDenied"), "{err}");
+    // The listener keeps serving covered names.
+    let mut tls = connect(a, "api.example.test", cc).await.expect("handshake");
+    assert!(get_over(&mut tls, "api.example.test", "/x")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    // A typo in the setting is an error with its place.
+    let bad = config(dir.path(), up.addr, "      unknown_sni: drop\n");
+    let err = portcullis::config::load_str(&bad, "t.yaml", &|_| None).expect_err("invalid");
+    let text = err.to_string();
+    assert!(
+        text.contains("unknown_sni") && text.contains("default") && text.contains("reject"),
+        "{text}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_minimum_version_is_enforced() {
     let (dir, ca, _, _) = server_certs();
     let up = echo_upstream().await;

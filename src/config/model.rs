@@ -138,6 +138,22 @@ pub struct TlsDoc {
     pub hsts: Option<HumanDuration>,
     /// Ask clients for certificates (mTLS).
     pub client_auth: Option<ClientAuthDoc>,
+    /// What a client gets when its SNI name is covered by no certificate,
+    /// or when it sends none.
+    #[serde(default)]
+    pub unknown_sni: UnknownSni,
+}
+
+/// The answer to a TLS client asking for a name no certificate covers.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSni {
+    /// The first certificate (the client will then check whether it fits).
+    #[default]
+    Default,
+    /// Fail the handshake (rustls sends an `access_denied` alert), so no
+    /// certificate reveals the hosted names; clients without SNI fail too.
+    Reject,
 }
 
 /// Client certificate verification on a TLS listener.

@@ -14,7 +14,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::config::TlsDoc;
+use crate::config::{TlsDoc, UnknownSni};
 
 /// A listener's compiled TLS settings.
 #[derive(Debug)]
@@ -31,10 +31,11 @@ pub struct TlsSettings {
 
 /// Picks the certificate whose names (SANs, with wildcards) cover the
 /// client's SNI name; the first certificate is the default, also for clients
-/// that send no SNI.
+/// that send no SNI, unless unknown names are rejected.
 #[derive(Debug)]
 struct SniResolver {
     certs: Vec<Arc<CertifiedKey>>,
+    reject_unknown: bool,
 }
 
 impl ResolvesServerCert for SniResolver {
@@ -52,6 +53,10 @@ impl ResolvesServerCert for SniResolver {
             if let Some(ck) = self.certs.iter().find(covers) {
                 return Some(ck.clone());
             }
+        }
+        if self.reject_unknown {
+            // rustls then fails the handshake; it is counted and logged at debug level.
+            return None;
         }
         self.certs.first().cloned()
     }
@@ -247,7 +252,10 @@ pub fn build(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_cert_resolver(Arc::new(SniResolver { certs }));
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver {
+        certs,
+        reject_unknown: doc.unknown_sni == UnknownSni::Reject,
+    }));
     config.alpn_protocols = if http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
