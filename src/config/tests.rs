@@ -149,7 +149,7 @@ fn actions_redirects_and_plugins_are_checked() {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
     let text = errors(&format!(
-        "{BASE}routes:\n  - name: r\n    respond: {{}}\n    timeouts: {{ read: 1s }}\n    max_in_flight: 3\n    retry_non_idempotent: true\n    grpc_web: true\n  - name: web\n    upstream: plain\n    grpc_web: true\n  - name: web-split\n    split: {{ upstreams: [{{ upstream: h2 }}, {{ upstream: plain }}] }}\n    grpc_web: true\nupstreams:\n  - {{ name: plain, targets: [{{ address: 127.0.0.1:1 }}] }}\n  - {{ name: h2, targets: [{{ address: 127.0.0.1:1 }}], http2: true }}\n"
+        "{BASE}routes:\n  - name: r\n    respond: {{}}\n    timeouts: {{ read: 1s }}\n    max_in_flight: 3\n    retry_non_idempotent: true\n    grpc_web: true\n  - name: web\n    upstream: plain\n    grpc_web: true\n  - name: web-split\n    split: {{ upstreams: [{{ upstream: h2, weight: 1 }}, {{ upstream: plain, weight: 1 }}] }}\n    grpc_web: true\nupstreams:\n  - {{ name: plain, targets: [{{ address: 127.0.0.1:1 }}] }}\n  - {{ name: h2, targets: [{{ address: 127.0.0.1:1 }}], http2: true }}\n"
     ))
     .join("\n");
     for needle in [
