@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use, as "command:package".
-NEEDS="kill:procps redis-server:redis-server redis-cli:redis-tools etcd:etcd-server"
+NEEDS="kill:procps curl:curl redis-server:redis-server redis-cli:redis-tools etcd:etcd-server"
 
 missing=()
 for pair in $NEEDS; do

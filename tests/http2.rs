@@ -242,3 +242,45 @@ async fn h2c_upgrade_requests_are_served_as_http1() {
     }
     gw.shutdown().await;
 }
+
+/// Runs curl with `args` and returns what it printed (`-w` output last).
+async fn curl(args: Vec<String>) -> String {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .args(&args)
+            .output()
+            .expect("curl runs (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("curl task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_speaks_h2c_with_prior_knowledge_and_http1_otherwise() {
+    let up = echo_upstream().await;
+    let gw = start(&config(up.addr, ""));
+    let a = addr(&gw, "main");
+    let url = format!("http://{a}/curl");
+    let fmt = "\n%{http_code} %{http_version}".to_string();
+    let h2 = curl(vec![
+        "--http2-prior-knowledge".into(),
+        "-w".into(),
+        fmt.clone(),
+        url.clone(),
+    ])
+    .await;
+    assert!(h2.ends_with("\n200 2"), "{h2}");
+    assert!(h2.contains("\"uri\":\"/curl\""), "{h2}");
+    // `--http2` on cleartext asks for an h2c upgrade, which is not offered.
+    let up = curl(vec!["--http2".into(), "-w".into(), fmt, url]).await;
+    assert!(up.ends_with("\n200 1.1"), "{up}");
+    assert!(!up.contains("http2-settings"), "{up}");
+    gw.shutdown().await;
+}

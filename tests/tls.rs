@@ -24,6 +24,11 @@ fn ca() -> Ca {
     let key = KeyPair::generate().expect("key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // A name of its own: OpenSSL (curl) takes a leaf whose issuer equals its
+    // subject for self-signed, and rcgen's default name is the same for both.
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Portcullis Test CA");
     Ca {
         cert: params.self_signed(&key).expect("ca"),
         key,
@@ -198,6 +203,39 @@ async fn sni_picks_the_certificate_and_https_is_forwarded() {
     )
     .await;
     assert!(closed);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_negotiates_h2_by_alpn() {
+    let (dir, _, _, _) = server_certs();
+    let up = echo_upstream().await;
+    let gw = start(&config(dir.path(), up.addr, ""));
+    let port = addr(&gw, "secure").port();
+    let run = |version: &'static str| {
+        let ca = dir.path().join("ca.pem");
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "5", version, "--cacert"])
+                .arg(&ca)
+                .args(["--resolve", &format!("api.example.test:{port}:127.0.0.1")])
+                .args(["-w", "\n%{http_code} %{http_version}"])
+                .arg(format!("https://api.example.test:{port}/curl"))
+                .output()
+                .expect("curl runs (scripts/test.sh installs it)");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    let h2 = run("--http2").await.expect("curl");
+    assert!(h2.ends_with("\n200 2"), "{h2}");
+    assert!(h2.contains("\"x-forwarded-proto\":\"https\""), "{h2}");
+    let h1 = run("--http1.1").await.expect("curl");
+    assert!(h1.ends_with("\n200 1.1"), "{h1}");
     gw.shutdown().await;
 }
 

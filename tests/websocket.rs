@@ -132,6 +132,14 @@ async fn websockets_are_proxied_both_ways() {
     }
     // Requests without the upgrade still proxy normally on the same route.
     assert_eq!(get(a, "/other").await.body, "plain");
+    // An upgrade the upstream refuses: its own answer is passed through.
+    let refused = String::from_utf8_lossy(HANDSHAKE).replace("GET /ws ", "GET /refuse ");
+    let (text, _) = raw(a, refused.as_bytes(), Duration::from_millis(500)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.ends_with("plain") && !text.contains("upgrade: websocket"),
+        "{text}"
+    );
     gw.shutdown().await;
 }
 
