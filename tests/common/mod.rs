@@ -3,6 +3,7 @@
 //! and real clients (hyper, and raw sockets for malformed requests).
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod etcd;
 pub mod grpc;
 pub mod otlp;
