@@ -130,6 +130,16 @@ async fn websockets_are_proxied_both_ways() {
             .expect("read");
         assert_eq!(&buf[..n], format!("echo:{msg}").as_bytes());
     }
+    // A client that closes its half after a last message still gets the
+    // answer: the half-close is passed on, and the other direction flows.
+    s.write_all(b"last words").await.expect("write");
+    s.shutdown().await.expect("half-close");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    assert_eq!(rest, b"echo:last words");
     // Requests without the upgrade still proxy normally on the same route.
     assert_eq!(get(a, "/other").await.body, "plain");
     // An upgrade the upstream refuses: its own answer is passed through.

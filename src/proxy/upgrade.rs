@@ -11,6 +11,7 @@
 //! once the upstream has switched: after that the HTTP/2 stream carries the
 //! same WebSocket frames as the upgraded HTTP/1.1 connection.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -116,23 +117,59 @@ pub async fn bridge(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, held
     drop(held);
 }
 
-/// Copies both ways until one side closes, fails, or neither sends anything
-/// for `idle`.
-async fn copy_until_idle(mut a: TokioIo<Upgraded>, mut b: TokioIo<Upgraded>, idle: Duration) {
-    let mut from_a = vec![0u8; 16 * 1024];
-    let mut from_b = vec![0u8; 16 * 1024];
-    loop {
-        tokio::select! {
-            r = tokio::time::timeout(idle, a.read(&mut from_a)) => match r {
-                Ok(Ok(n)) if n > 0 => if b.write_all(&from_a[..n]).await.is_err() { break },
-                _ => break,
-            },
-            r = tokio::time::timeout(idle, b.read(&mut from_b)) => match r {
-                Ok(Ok(n)) if n > 0 => if a.write_all(&from_b[..n]).await.is_err() { break },
-                _ => break,
-            },
+/// Copies both ways until both sides have closed, either fails, or neither
+/// sends anything for `idle`. Each direction runs on its own, so a slow
+/// reader on one side never stops the other direction, and a side that
+/// closes its half (FIN, or END_STREAM over HTTP/2) is passed on as a
+/// half-close while the other direction keeps flowing.
+async fn copy_until_idle(a: TokioIo<Upgraded>, b: TokioIo<Upgraded>, idle: Duration) {
+    let start = tokio::time::Instant::now();
+    // Milliseconds from `start` to the last byte copied either way.
+    let last = AtomicU64::new(0);
+    let (a_read, a_write) = tokio::io::split(a);
+    let (b_read, b_write) = tokio::io::split(b);
+    let both = async {
+        tokio::try_join!(
+            pump(a_read, b_write, &last, start),
+            pump(b_read, a_write, &last, start)
+        )
+    };
+    let watchdog = async {
+        loop {
+            let at = start + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+            if tokio::time::Instant::now() >= at {
+                return;
+            }
+            tokio::time::sleep_until(at).await;
         }
+    };
+    tokio::select! {
+        _ = both => {}
+        () = watchdog => {}
     }
-    let _ = a.shutdown().await;
-    let _ = b.shutdown().await;
+    // Dropping the halves closes both connections.
+}
+
+/// Copies `from` into `to` until `from` ends (then half-closes `to`) or
+/// either fails, noting when bytes last moved.
+async fn pump<R, W>(
+    mut from: R,
+    mut to: W,
+    last: &AtomicU64,
+    start: tokio::time::Instant,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last.store(ms, Ordering::Relaxed);
+    }
 }
