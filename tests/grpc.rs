@@ -145,3 +145,40 @@ async fn authentication_failures_are_grpc_statuses() {
         Some("0")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stream_over_the_body_limit_is_resource_exhausted() {
+    let up = grpc_upstream().await;
+    let yaml = config(up).replace(
+        "  - { name: greeter,",
+        "  - { name: small, match: { paths: ['/small.Service'] }, upstream: svc, max_body_size: 64B }\n  - { name: greeter,",
+    );
+    let gw = start(&yaml);
+    let a = addr(&gw, "main");
+    let tcp = TcpStream::connect(a).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2");
+    tokio::spawn(conn);
+    // Streamed, so no content-length: the limit trips while forwarding.
+    let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..3)
+        .map(|_| Ok(hyper::body::Frame::data(grpc_frame(&[7; 40]))))
+        .collect();
+    let req = Request::post("http://grpc.example.com/small.Service/Upload")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::StreamBody::new(IterStream(
+            frames.into_iter(),
+        )))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(
+        resp.headers()["grpc-status"],
+        "8",
+        "RESOURCE_EXHAUSTED: {:?}",
+        resp.headers()
+    );
+    assert_eq!(resp.headers()["x-portcullis-error"], "body_too_large");
+    gw.shutdown().await;
+}

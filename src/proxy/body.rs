@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -244,6 +245,26 @@ impl BodyError {
     }
 }
 
+/// Where a request body keeps the reason it failed, for the forward step.
+/// An HTTP/2 upstream connection reports a failed request body only as a
+/// reset stream, without the cause, so the error chain cannot tell a body
+/// over its limit from a broken upstream; the body records it here too.
+#[derive(Debug, Clone, Default)]
+pub struct FailureSlot(Arc<OnceLock<BodyError>>);
+
+impl FailureSlot {
+    /// Keeps `e` (the first failure wins) and returns it as a body error.
+    pub fn record(&self, e: BodyError) -> BoxError {
+        let _ = self.0.set(e);
+        e.into()
+    }
+
+    /// Why the body failed, if it did.
+    pub fn get(&self) -> Option<BodyError> {
+        self.0.get().copied()
+    }
+}
+
 pin_project_lite::pin_project! {
     /// Streams `inner`, failing with a [`BodyError`] when a limit is crossed.
     pub struct GuardedBody<B> {
@@ -255,6 +276,15 @@ pin_project_lite::pin_project! {
         deadline: Option<Instant>,
         timer: Option<Pin<Box<Sleep>>>,
         armed: bool,
+        failure: Option<FailureSlot>,
+    }
+}
+
+/// `e` as a body error, kept in `slot` too when there is one.
+pub fn fail(slot: Option<&FailureSlot>, e: BodyError) -> BoxError {
+    match slot {
+        Some(s) => s.record(e),
+        None => e.into(),
     }
 }
 
@@ -275,7 +305,14 @@ impl<B> GuardedBody<B> {
             deadline,
             timer: None,
             armed: false,
+            failure: None,
         }
+    }
+
+    /// Also records a failure in `slot` (see [`FailureSlot`]).
+    pub fn recording(mut self, slot: Option<FailureSlot>) -> Self {
+        self.failure = slot;
+        self
     }
 }
 
@@ -298,7 +335,10 @@ where
                 if let (Some(limit), Some(data)) = (*this.limit, frame.data_ref()) {
                     *this.seen += data.len() as u64;
                     if *this.seen > limit {
-                        return Poll::Ready(Some(Err(BodyError::TooLarge(limit).into())));
+                        return Poll::Ready(Some(Err(fail(
+                            this.failure.as_ref(),
+                            BodyError::TooLarge(limit),
+                        ))));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -333,7 +373,7 @@ where
                 } else {
                     BodyError::Idle(this.idle.unwrap_or_default())
                 };
-                Poll::Ready(Some(Err(err.into())))
+                Poll::Ready(Some(Err(fail(this.failure.as_ref(), err))))
             }
         }
     }

@@ -11,7 +11,9 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use super::body::{empty, BodyError, ClientBody, GuardedBody, ProxyBody, ResponseBody};
+use super::body::{
+    empty, BodyError, ClientBody, FailureSlot, GuardedBody, ProxyBody, ResponseBody,
+};
 use super::errors::GatewayError;
 use super::headers::{set_forwarded, strip_hop_by_hop, ClientInfo};
 use super::pipeline::ConnInfo;
@@ -65,9 +67,19 @@ fn timeout_error(what: &str) -> GatewayError {
     )
 }
 
-/// Maps a failed upstream exchange to the client-facing error.
-fn classify(err: &UpstreamError) -> GatewayError {
-    let http = match err {
+/// Why the request body failed during a failed exchange: from the error
+/// chain, or from the body's own record (HTTP/2 upstreams lose the cause).
+fn body_failure(err: &UpstreamError, slot: Option<&FailureSlot>) -> Option<BodyError> {
+    slot.and_then(FailureSlot::get).or_else(|| match err {
+        UpstreamError::Http(h) => BodyError::find(h),
+        _ => None,
+    })
+}
+
+/// Maps a failed upstream exchange to the client-facing error; `body` is
+/// why the request body failed, when it did.
+fn classify(err: &UpstreamError, body: Option<BodyError>) -> GatewayError {
+    match err {
         UpstreamError::ConnectTimeout => return timeout_error("accept the connection"),
         UpstreamError::Connect(_) => {
             return GatewayError::new(
@@ -76,9 +88,9 @@ fn classify(err: &UpstreamError) -> GatewayError {
                 "the upstream could not be reached",
             )
         }
-        UpstreamError::Http(e) => e,
-    };
-    match BodyError::find(http) {
+        UpstreamError::Http(_) => {}
+    }
+    match body {
         Some(BodyError::TooLarge(limit)) => GatewayError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
@@ -282,6 +294,8 @@ pub async fn forward(
     // when the route allows it).
     let body_less = body.is_end_stream();
     let idempotent = parts.method.is_idempotent();
+    // Only HTTP/2 upstreams lose the cause of a failed request body.
+    let body_failure = (http2 && !body_less).then(FailureSlot::default);
     let body = if body_less {
         empty()
     } else {
@@ -291,11 +305,12 @@ pub async fn forward(
             Some(f.listener.limits.body_read_timeout),
             None,
         )
+        .recording(body_failure.clone())
         .boxed()
     };
-    let (body, garbled) = match grpc_web {
-        Some(mode) => grpc_web::request_body(body, mode),
-        None => (body, None),
+    let body = match grpc_web {
+        Some(mode) => grpc_web::request_body(body, mode, body_failure.clone()),
+        None => body,
     };
     let call = Call {
         a,
@@ -307,6 +322,7 @@ pub async fn forward(
             (Some(t), Some(g)) => Some(started + t.min(g)),
             (t, g) => t.or(g).map(|d| started + d),
         },
+        body_failure,
     };
     a.upstream.guards.budget.deposit();
     let mut last = None;
@@ -324,13 +340,6 @@ pub async fn forward(
         None => exchange.await,
     };
     let result = match grpc_web {
-        Some(_) if result.is_err() && garbled.is_some_and(|g| g.is_set()) => {
-            Err(GatewayError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request_body",
-                "the gRPC-Web text body is not valid base64",
-            ))
-        }
         Some(mode) => result.map(|r| grpc_web::response(r, mode)),
         None => result,
     };
@@ -413,6 +422,8 @@ struct Call<'a> {
     stale_replayable: bool,
     retry_replayable: bool,
     deadline: Option<Instant>,
+    /// The request body's own record of why it failed (HTTP/2 upstreams).
+    body_failure: Option<FailureSlot>,
 }
 
 impl Call<'_> {
@@ -532,8 +543,14 @@ impl Call<'_> {
                     }
                 }
                 Ok(Err(SendError { error, unsent })) => {
-                    let gateway_error = classify(&error);
-                    if client_caused(&error) {
+                    let body = body_failure(&error, self.body_failure.as_ref());
+                    let gateway_error = classify(&error, body);
+                    if matches!(
+                        body,
+                        Some(BodyError::TooLarge(_) | BodyError::Idle(_) | BodyError::Malformed(_))
+                    ) {
+                        // The client's body failed, not the upstream: no
+                        // retry, and the target's health is not charged.
                         return Err(gateway_error);
                     }
                     up.record(idx, true);
@@ -634,12 +651,6 @@ pub fn parse_grpc_timeout(v: &[u8]) -> Option<Duration> {
         b"n" => Duration::from_nanos(n),
         _ => return None,
     })
-}
-
-/// Errors caused by the client's request body, not by the upstream: they
-/// neither count against the target nor are retried.
-fn client_caused(e: &UpstreamError) -> bool {
-    matches!(e, UpstreamError::Http(h) if matches!(BodyError::find(h), Some(BodyError::TooLarge(_) | BodyError::Idle(_) | BodyError::Malformed(_))))
 }
 
 /// Turns the upstream's response into the client's: hop-by-hop headers

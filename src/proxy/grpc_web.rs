@@ -11,8 +11,6 @@
 //! is `name:value\r\n` lines. In text mode the whole body is base64.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
@@ -23,7 +21,7 @@ use http::{header, HeaderMap, HeaderValue, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use super::body::{BodyError, ProxyBody, ResponseBody};
+use super::body::{fail, BodyError, FailureSlot, ProxyBody, ResponseBody};
 
 /// Decodes padded and unpadded base64 alike: browsers pad, but a body cut at
 /// an arbitrary point has its last group unpadded until the rest arrives.
@@ -91,34 +89,18 @@ pub fn request_headers(h: &mut HeaderMap) {
     h.remove(header::CONTENT_LENGTH);
 }
 
-/// Set when a text body turned out not to be base64. An HTTP/2 upstream
-/// connection reports a failed request body only as a reset stream, so the
-/// forward step asks this to answer the client with the real cause.
-#[derive(Debug, Clone, Default)]
-pub struct Garbled(Arc<AtomicBool>);
-
-impl Garbled {
-    /// Whether the request body failed to decode.
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 /// The request body for the upstream: text bodies are base64-decoded as
-/// they stream (with the flag that tells when that failed); binary bodies
-/// pass as they are.
-pub fn request_body(body: ProxyBody, mode: Mode) -> (ProxyBody, Option<Garbled>) {
+/// they stream (a failure is also kept in `failure`); binary bodies pass as
+/// they are.
+pub fn request_body(body: ProxyBody, mode: Mode, failure: Option<FailureSlot>) -> ProxyBody {
     match mode {
-        Mode::Binary => (body, None),
-        Mode::Text => {
-            let garbled = Garbled::default();
-            let body = DecodeText {
-                inner: body,
-                pending: Vec::new(),
-                garbled: garbled.clone(),
-            };
-            (body.boxed(), Some(garbled))
+        Mode::Binary => body,
+        Mode::Text => DecodeText {
+            inner: body,
+            pending: Vec::new(),
+            failure,
         }
+        .boxed(),
     }
 }
 
@@ -186,7 +168,7 @@ pin_project_lite::pin_project! {
         inner: ProxyBody,
         // Base64 characters not yet decoded (an incomplete group).
         pending: Vec<u8>,
-        garbled: Garbled,
+        failure: Option<FailureSlot>,
     }
 }
 
@@ -230,7 +212,7 @@ impl Body for DecodeText {
                     Ok(data) => {
                         this.pending.extend_from_slice(&data);
                         let out = decode_groups(this.pending, false)
-                            .inspect_err(|_| this.garbled.0.store(true, Ordering::Relaxed))?;
+                            .map_err(|e| fail(this.failure.as_ref(), e))?;
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
@@ -242,7 +224,7 @@ impl Body for DecodeText {
                 None if this.pending.is_empty() => return Poll::Ready(None),
                 None => {
                     let out = decode_groups(this.pending, true)
-                        .inspect_err(|_| this.garbled.0.store(true, Ordering::Relaxed))?;
+                        .map_err(|e| fail(this.failure.as_ref(), e))?;
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
             }
@@ -408,11 +390,20 @@ mod tests {
 
     async fn decode(chunks: Vec<&'static [u8]>) -> Result<Vec<u8>, String> {
         let stream = futures_stream(chunks);
-        let (body, garbled) = request_body(stream, Mode::Text);
-        assert!(garbled.is_some());
+        let slot = FailureSlot::default();
+        let body = request_body(stream, Mode::Text, Some(slot.clone()));
         match body.collect().await {
-            Ok(c) => Ok(c.to_bytes().to_vec()),
-            Err(e) => Err(e.to_string()),
+            Ok(c) => {
+                assert_eq!(slot.get(), None);
+                Ok(c.to_bytes().to_vec())
+            }
+            Err(e) => {
+                assert!(
+                    matches!(slot.get(), Some(BodyError::Malformed(_))),
+                    "the failure is kept"
+                );
+                Err(e.to_string())
+            }
         }
     }
 
@@ -455,17 +446,9 @@ mod tests {
             .contains("not valid base64"));
     }
 
-    async fn encode(
-        mode: Mode,
-        chunks: Vec<&'static [u8]>,
-        trailers: Option<HeaderMap>,
-    ) -> Vec<u8> {
-        let mut body = Vec::new();
-        for c in &chunks {
-            body.extend_from_slice(c);
-        }
-        // An upstream-like body: data, then trailers.
-        let mut resp = Response::new(super::super::body::full(Bytes::from(body)));
+    /// A gRPC response with body `msg`, through [`response`] in `mode`.
+    async fn encode(mode: Mode, msg: &'static [u8]) -> Vec<u8> {
+        let mut resp = Response::new(super::super::body::full(msg));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
@@ -476,27 +459,15 @@ mod tests {
             Mode::Text => "application/grpc-web-text+proto",
         };
         assert_eq!(resp.headers()[header::CONTENT_TYPE], want);
-        let mut out = resp
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        if let Some(t) = trailers {
-            // Full bodies carry no trailers; append what EncodeWeb would.
-            let mut carry = Vec::new();
-            let frame = trailer_frame(&t);
-            out.extend_from_slice(&EncodeWeb::encode(mode, &mut carry, &frame, true));
-        }
-        out
+        let body = resp.into_body().collect().await.unwrap();
+        body.to_bytes().to_vec()
     }
 
     #[tokio::test]
     async fn responses_become_grpc_web() {
         let msg: &'static [u8] = b"\0\0\0\0\x02hi";
-        assert_eq!(encode(Mode::Binary, vec![msg], None).await, msg);
-        let text = encode(Mode::Text, vec![msg], None).await;
+        assert_eq!(encode(Mode::Binary, msg).await, msg);
+        let text = encode(Mode::Text, msg).await;
         assert_eq!(STANDARD.decode(&text).unwrap(), msg);
         let mut t = HeaderMap::new();
         t.insert("grpc-status", HeaderValue::from_static("0"));
