@@ -163,7 +163,7 @@ impl Drop for Finish {
         let route_name = rec
             .route
             .and_then(|i| self.snap.routes.get(i as usize))
-            .map(|r| r.name.clone());
+            .map(|r| &r.name);
         // Server-side failures; a client's 4xx is not the service failing.
         let failed = self.status >= 500;
         if let (Some(tracer), Some(trace)) = (&obs.tracer, &rec.trace) {
@@ -197,7 +197,7 @@ impl Drop for Finish {
                         ),
                     ),
                 ];
-                if let Some(r) = &route_name {
+                if let Some(r) = route_name {
                     attributes.push(("http.route", AttrValue::Str(r.to_string())));
                 }
                 if let Some(s) = &rec.subject {
@@ -216,7 +216,7 @@ impl Drop for Finish {
                     span_id: trace.span_id,
                     parent: trace.parent,
                     trace_state: trace_state.clone(),
-                    name: match &route_name {
+                    name: match route_name {
                         Some(r) => format!("{} {r}", self.start.method),
                         None => self.start.method.to_string(),
                     },
@@ -250,19 +250,19 @@ impl Drop for Finish {
         }
         if let Some(log) = &obs.access_log {
             let upstream = rec.upstream_time;
-            let x = self.start.extras.take().map(|b| *b).unwrap_or_default();
-            log.push(Entry {
+            let x = self.start.extras.as_deref();
+            log.push(&Entry {
                 time_unix_ns: self.start.unix_ns,
-                request_id: self.request_id.clone(),
+                request_id: &self.request_id,
                 client_ip: self.client_ip,
-                listener: self.listener.take(),
+                listener: self.listener.as_deref(),
                 protocol: self.start.version,
-                method: self.start.method.clone(),
-                host: x.host,
-                uri: x.uri,
+                method: &self.start.method,
+                host: x.and_then(|x| x.host.as_ref()),
+                uri: x.map(|x| &x.uri),
                 route: route_name,
-                upstream: rec.upstream.take(),
-                upstream_target: rec.target.take(),
+                upstream: rec.upstream.as_deref(),
+                upstream_target: rec.target.as_deref(),
                 status: self.status,
                 error: rec.error,
                 request_bytes: bytes_in,
@@ -270,12 +270,12 @@ impl Drop for Finish {
                 duration: total,
                 upstream_duration: upstream,
                 gateway_duration: self.head_time.saturating_sub(upstream.unwrap_or_default()),
-                consumer: rec.subject.take(),
-                user_agent: x.user_agent,
+                consumer: rec.subject.as_deref(),
+                user_agent: x.and_then(|x| x.user_agent.as_ref()),
                 tls_version: self.tls_version,
                 trace_id: rec.trace.as_ref().map(|t| t.trace_id),
                 span_id: rec.trace.as_ref().map(|t| t.span_id),
-                headers: x.headers,
+                headers: x.map_or(&[], |x| &x.headers[..]),
             });
         }
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
@@ -32,6 +32,9 @@ use crate::upstream::pool::{copy_head, PooledBody, SendError, UpstreamError};
 use crate::upstream::stats::now_ns;
 
 static VIA: HeaderValue = HeaderValue::from_static("1.1 portcullis");
+
+/// Parsed once: a `&str` name would be parsed on every request.
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// The latency a failed exchange counts as, for `ewma` (1 s).
 const FAILURE_PENALTY_NS: u64 = 1_000_000_000;
@@ -219,7 +222,7 @@ pub async fn forward(
     // A gRPC deadline bounds the whole exchange like the route's total timeout.
     let grpc_deadline = parts
         .headers
-        .get("grpc-timeout")
+        .get(&GRPC_TIMEOUT)
         .and_then(|v| parse_grpc_timeout(v.as_bytes()));
     let grpc_web = if a.grpc_web {
         grpc_web::detect(&parts.headers)
@@ -229,6 +232,9 @@ pub async fn forward(
 
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
+    // The forwarding headers, the request ID and trace context are added
+    // below: grow the map once rather than once per insert.
+    h.reserve(8);
     if http2 && te_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -257,7 +263,7 @@ pub async fn forward(
             Some(ts) => h.insert(TRACESTATE.clone(), ts.clone()),
             None => h.remove(&TRACESTATE),
         };
-        (id, unix_ns())
+        id
     });
     if let Some(name) = f
         .listener
@@ -380,7 +386,10 @@ pub async fn forward(
                     .tracer
                     .as_ref()
                     .is_some_and(|t| t.always_sample_errors));
-        if let Some((span_id, start)) = client_span.filter(|_| keep) {
+        if let Some(span_id) = client_span.filter(|_| keep) {
+            // Timed by the monotonic clock; the wall clock is read only
+            // for spans that are exported.
+            let end = unix_ns();
             let mut attributes = vec![("portcullis.upstream", AttrValue::Str(up.name.to_string()))];
             if let Some(t) = &rec.target {
                 attributes.push(("server.address", AttrValue::Str(t.to_string())));
@@ -404,8 +413,8 @@ pub async fn forward(
                 name: "upstream",
                 span_id,
                 kind: SpanKind::Client,
-                start_unix_ns: start,
-                end_unix_ns: unix_ns(),
+                start_unix_ns: end.saturating_sub(took.as_nanos() as u64),
+                end_unix_ns: end,
                 attributes,
                 error,
             });
