@@ -14,7 +14,7 @@ use http::{Method, Request, Uri, Version};
 use super::access_log::Entry;
 use super::span::{unix_ns, AttrValue, ChildSpan, SpanData, SpanKind, TraceContext};
 use super::Observe;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ListenerKey, Snapshot};
 
 /// What the pipeline found out about a request, for the log phase.
 #[derive(Debug, Default)]
@@ -128,8 +128,8 @@ pub struct Finish {
     pub request_id: HeaderValue,
     /// The client's address.
     pub client_ip: IpAddr,
-    /// The listener's name.
-    pub listener: Option<Arc<str>>,
+    /// The listener (its name is looked up only for the access log).
+    pub listener: ListenerKey,
     /// The TLS version of the connection.
     pub tls_version: Option<&'static str>,
 }
@@ -255,7 +255,7 @@ impl Drop for Finish {
                 time_unix_ns: self.start.unix_ns,
                 request_id: &self.request_id,
                 client_ip: self.client_ip,
-                listener: self.listener.as_deref(),
+                listener: self.snap.listener(self.listener).map(|l| &*l.name),
                 protocol: self.start.version,
                 method: &self.start.method,
                 host: x.and_then(|x| x.host.as_ref()),

@@ -241,7 +241,7 @@ impl TraceContext {
             v[37 + 2 * i] = DIGITS[usize::from(b & 15)];
         }
         v[54] = if self.sampled { b'1' } else { b'0' };
-        HeaderValue::from_bytes(&v).expect("hex digits and dashes are a valid header value")
+        crate::proxy::headers::shared_value(v)
     }
 }
 

@@ -57,6 +57,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(&PROXY_CONNECTION);
 }
 
+/// A header value made from `bytes`, cheap to clone: its clones share one
+/// allocation. A value built by copying a slice is backed by a `Vec`, and
+/// its first clone allocates again to make it shareable; values the gateway
+/// makes per request (request ID, `traceparent`) are cloned into the
+/// upstream request, its replay copy and the log record.
+///
+/// # Panics
+/// When `bytes` is not a valid header value; callers pass hex digits and
+/// dashes.
+pub fn shared_value<const N: usize>(bytes: [u8; N]) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(bytes))
+        .expect("the gateway's own values are visible ASCII")
+}
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

@@ -129,7 +129,7 @@ pub async fn handle(
             bytes_out: 0,
             request_id: rid.clone(),
             client_ip: conn.peer.ip(),
-            listener: snap.listener(conn.listener).map(|l| l.name.clone()),
+            listener: conn.listener,
             tls_version: conn.tls_version,
             start,
             record: rec,

@@ -33,7 +33,7 @@ pub fn generate() -> HeaderValue {
         buf[2 * i] = hex[(b >> 4) as usize];
         buf[2 * i + 1] = hex[(b & 15) as usize];
     }
-    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
+    super::headers::shared_value(buf)
 }
 
 /// The client's ID if it is 1–128 characters of `[A-Za-z0-9._:/+=-]`, else a new one.

@@ -231,6 +231,12 @@ impl Format {
 /// `\`. Checks eight bytes at a time, since every line passes its request
 /// ID, host, path and user agent through here.
 fn needs_escape(s: &[u8]) -> bool {
+    special(s, false)
+}
+
+/// [`needs_escape`], or (with `ascii`) any byte above 0x7f: header values
+/// may hold bytes that are not UTF-8, and plain ASCII can be copied as is.
+fn special(s: &[u8], ascii: bool) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Exact (no false positives) for "some byte is below n", n <= 128.
@@ -240,14 +246,18 @@ fn needs_escape(s: &[u8]) -> bool {
         let mut b = [0u8; 8];
         b.copy_from_slice(w);
         let w = u64::from_le_bytes(b);
-        if below(w, 0x20) || below(w ^ (ONES * 0x22), 1) || below(w ^ (ONES * 0x5c), 1) {
+        if below(w, 0x20)
+            || below(w ^ (ONES * 0x22), 1)
+            || below(w ^ (ONES * 0x5c), 1)
+            || (ascii && w & HIGH != 0)
+        {
             return true;
         }
     }
     words
         .remainder()
         .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\' || (ascii && b > 0x7f))
 }
 
 /// A JSON string.
@@ -272,11 +282,19 @@ fn push_opt(out: &mut Vec<u8>, s: Option<&str>) {
 
 /// A header value as a JSON string; bytes that are not UTF-8 become U+FFFD.
 fn push_value(out: &mut Vec<u8>, v: Option<&HeaderValue>) {
-    match v.map(|v| (v, v.to_str())) {
-        Some((_, Ok(s))) => push_str(out, s),
-        Some((v, Err(_))) => push_str(out, &String::from_utf8_lossy(v.as_bytes())),
-        None => out.extend_from_slice(b"null"),
+    let Some(v) = v else {
+        out.extend_from_slice(b"null");
+        return;
+    };
+    let b = v.as_bytes();
+    // One pass decides for the common case: ASCII with nothing to escape.
+    if !special(b, true) {
+        out.push(b'"');
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
     }
+    push_str(out, &String::from_utf8_lossy(b));
 }
 
 fn push_int(out: &mut Vec<u8>, n: u64) {
@@ -396,6 +414,8 @@ mod tests {
             let plain = "a".repeat(len);
             assert!(!needs_escape(plain.as_bytes()));
             assert!(!needs_escape("é€ü~\x7f".repeat(len).as_bytes()));
+            assert!(special(format!("{plain}é").as_bytes(), true));
+            assert!(!special(format!("{plain}\x7f").as_bytes(), true));
             for i in 0..len {
                 for bad in [b'"', b'\\', b'\n', 0u8, 0x1f] {
                     let mut s = plain.clone().into_bytes();
