@@ -240,7 +240,7 @@ impl Writer {
             self.maintain();
             // A busy pass goes again at once, so that bursts are not dropped
             // while the writer sleeps.
-            if took < shared.limit / 4 && !closing {
+            if !closing && (took == 0 || took < shared.limit / 4) {
                 std::thread::sleep(NAP);
             }
         }
