@@ -11,8 +11,6 @@ use common::grpc::{grpc_frame, grpc_upstream};
 use common::*;
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 
 struct Call {
     status: u16,
@@ -22,12 +20,7 @@ struct Call {
 }
 
 async fn call(gw: SocketAddr, path: &str, extra: &[(&str, &str)]) -> Call {
-    let tcp = TcpStream::connect(gw).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .expect("h2");
-    tokio::spawn(conn);
+    let mut sender = h2c(gw).await;
     let mut req = Request::post(format!("http://grpc.example.com{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
@@ -155,12 +148,7 @@ async fn a_client_stream_over_the_body_limit_is_resource_exhausted() {
     );
     let gw = start(&yaml);
     let a = addr(&gw, "main");
-    let tcp = TcpStream::connect(a).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .expect("h2");
-    tokio::spawn(conn);
+    let mut sender = h2c(a).await;
     // Streamed, so no content-length: the limit trips while forwarding.
     let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..3)
         .map(|_| Ok(hyper::body::Frame::data(grpc_frame(&[7; 40]))))

@@ -14,8 +14,6 @@ use common::grpc::{grpc_frame, grpc_upstream};
 use common::*;
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 
 fn config(up: SocketAddr) -> String {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -146,12 +144,7 @@ async fn binary_and_text_calls_carry_their_trailers_in_the_body() {
     assert_eq!(got[3], (0x80, OK_TRAILERS.into()));
 
     // Browsers on HTTP/2 (h2c here) get the same translation.
-    let tcp = TcpStream::connect(a).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .expect("h2");
-    tokio::spawn(conn);
+    let mut sender = h2c(a).await;
     let resp = sender
         .send_request(
             Request::post(format!("http://{a}/helloworld.Greeter/SayHello"))

@@ -16,16 +16,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn h2c(a: SocketAddr) -> SendRequest<Full<Bytes>> {
-    let tcp = TcpStream::connect(a).await.expect("connect");
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
-    sender
-}
-
 async fn body_of(mut sender: SendRequest<Full<Bytes>>, uri: String) -> (u16, Version, String) {
     let resp = sender
         .send_request(Request::get(uri).body(Full::default()).expect("request"))

@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -229,12 +229,7 @@ async fn authentication_runs_on_the_handshake() {
 /// An HTTP/2 (h2c) connection to the gateway, past its SETTINGS: extended
 /// CONNECT may only be sent once the server has announced it.
 async fn h2(a: SocketAddr) -> SendRequest<Empty<Bytes>> {
-    let tcp = TcpStream::connect(a).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2c(a).await;
     let first = sender
         .send_request(
             Request::get(format!("http://{a}/other"))

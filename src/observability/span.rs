@@ -153,15 +153,14 @@ fn parse_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
     Some(out)
 }
 
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
+/// Writes `bytes` as lowercase hex into `out`, which must be twice as long
+/// (trace and span IDs, request IDs: written in place, without allocating).
+pub fn hex_into(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
     }
-    s
 }
 
 /// Parses a `traceparent` value per W3C Trace Context level 1: trace ID,
@@ -230,16 +229,9 @@ impl TraceContext {
     /// The `traceparent` that names `span` (the upstream call) as the parent.
     pub fn traceparent(&self, span: &[u8; 8]) -> HeaderValue {
         // Written into a stack buffer: this runs for every traced request.
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut v = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        for (i, b) in self.trace_id.iter().enumerate() {
-            v[3 + 2 * i] = DIGITS[usize::from(b >> 4)];
-            v[4 + 2 * i] = DIGITS[usize::from(b & 15)];
-        }
-        for (i, b) in span.iter().enumerate() {
-            v[36 + 2 * i] = DIGITS[usize::from(b >> 4)];
-            v[37 + 2 * i] = DIGITS[usize::from(b & 15)];
-        }
+        hex_into(&mut v[3..35], &self.trace_id);
+        hex_into(&mut v[36..52], span);
         v[54] = if self.sampled { b'1' } else { b'0' };
         crate::proxy::headers::shared_value(v)
     }
@@ -283,6 +275,12 @@ impl Tracer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        let mut out = vec![0; bytes.len() * 2];
+        hex_into(&mut out, bytes);
+        String::from_utf8(out).expect("hex digits")
+    }
 
     #[test]
     fn traceparent_parses_per_w3c() {

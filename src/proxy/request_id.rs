@@ -2,6 +2,7 @@
 //! Generation is a per-thread random prefix and counter, so it never contends
 //! between workers and never repeats within a process.
 
+use crate::observability::span::hex_into;
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
 
@@ -23,16 +24,8 @@ pub fn generate() -> HeaderValue {
         (*p, n)
     });
     let mut buf = [0u8; 32];
-    let hex = b"0123456789abcdef";
-    for (i, b) in prefix
-        .to_be_bytes()
-        .iter()
-        .chain(n.to_be_bytes().iter())
-        .enumerate()
-    {
-        buf[2 * i] = hex[(b >> 4) as usize];
-        buf[2 * i + 1] = hex[(b & 15) as usize];
-    }
+    hex_into(&mut buf[..16], &prefix.to_be_bytes());
+    hex_into(&mut buf[16..], &n.to_be_bytes());
     super::headers::shared_value(buf)
 }
 

@@ -103,21 +103,22 @@ impl Conditions {
 pub fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
     query.split('&').filter_map(move |pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k) == name).then(|| percent_decode(v))
+        (percent_decode(k.as_bytes(), true) == name).then(|| percent_decode(v.as_bytes(), true))
     })
 }
 
-/// Decodes `%XX` escapes and `+`; invalid escapes are kept as written.
-pub fn percent_decode(s: &str) -> String {
-    if !s.contains(['%', '+']) {
-        return s.to_string();
+/// Decodes `%XX` escapes, and `+` as a space when `plus_is_space` (query
+/// strings; gRPC's `grpc-message` keeps `+`). Invalid escapes are kept as
+/// written; bytes that are not UTF-8 become U+FFFD.
+pub fn percent_decode(b: &[u8], plus_is_space: bool) -> String {
+    if !b.iter().any(|&c| c == b'%' || (plus_is_space && c == b'+')) {
+        return String::from_utf8_lossy(b).into_owned();
     }
-    let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
@@ -142,10 +143,13 @@ mod tests {
 
     #[test]
     fn decoding() {
-        assert_eq!(percent_decode("a%20b+c"), "a b c");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%41"), "A");
+        assert_eq!(percent_decode(b"a%20b+c", true), "a b c");
+        assert_eq!(percent_decode(b"a%20b+c", false), "a b+c");
+        assert_eq!(percent_decode(b"100%", true), "100%");
+        assert_eq!(percent_decode(b"%zz", true), "%zz");
+        assert_eq!(percent_decode(b"%41", true), "A");
+        assert_eq!(percent_decode(b"caf%C3%A9 %E2%9C%93", false), "café ✓");
+        assert_eq!(percent_decode(b"bad %FF", false), "bad \u{fffd}");
         let v: Vec<_> = query_values("a=1&b=2&a=x%20y&c", "a").collect();
         assert_eq!(v, vec!["1", "x y"]);
         assert_eq!(query_values("c", "c").next().as_deref(), Some(""));

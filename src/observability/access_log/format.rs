@@ -8,10 +8,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
 
 use crate::config::observability::ACCESS_LOG_FIELDS;
+use crate::observability::span::hex_into;
 
 /// What is known about a finished request, borrowed from the log phase for
 /// as long as its line is being formatted.
@@ -135,9 +136,9 @@ pub struct Format {
 
 impl Format {
     /// The format for `fields` (all of them when `None`; unknown names were
-    /// refused by validation and are skipped), `headers` (lower-case names)
+    /// refused by validation and are skipped), the logged request `headers`
     /// and the redacted query parameters.
-    pub fn new(fields: Option<&[String]>, headers: &[String], redact: &[String]) -> Format {
+    pub fn new(fields: Option<&[String]>, headers: &[HeaderName], redact: &[String]) -> Format {
         let names: Vec<&str> = match fields {
             Some(f) => f.iter().map(String::as_str).collect(),
             None => ACCESS_LOG_FIELDS.to_vec(),
@@ -340,16 +341,14 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
 }
 
 fn push_hex(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let Some(bytes) = bytes else {
         out.extend_from_slice(b"null");
         return;
     };
     out.push(b'"');
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 15)]);
-    }
+    let at = out.len();
+    out.resize(at + bytes.len() * 2, 0);
+    hex_into(&mut out[at..], bytes);
     out.push(b'"');
 }
 
@@ -459,7 +458,11 @@ mod tests {
             span_id: None,
             headers: &headers,
         };
-        let format = Format::new(None, &["x-a".into(), "x-b".into()], &["token".into()]);
+        let names = [
+            HeaderName::from_static("x-a"),
+            HeaderName::from_static("x-b"),
+        ];
+        let format = Format::new(None, &names, &["token".into()]);
         let mut out = Vec::new();
         format.write(&e, &mut out, &mut TimeCache::default());
         assert_eq!(out.last(), Some(&b'\n'));

@@ -101,8 +101,7 @@ impl AccessLog {
             .iter()
             .filter_map(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
             .collect();
-        let names: Vec<String> = headers.iter().map(|h| h.as_str().to_string()).collect();
-        let format = Format::new(doc.fields.as_deref(), &names, &doc.redact_query);
+        let format = Format::new(doc.fields.as_deref(), &headers, &doc.redact_query);
         let output = match doc.output.as_str() {
             "stdout" => Output::Stdout,
             "stderr" => Output::Stderr,
@@ -234,13 +233,16 @@ impl Writer {
             }
             if took > 0 {
                 self.flush();
-            } else if closing {
-                return;
+            }
+            if closing {
+                // Drain at once until a pass finds nothing.
+                if took == 0 {
+                    return;
+                }
+                continue;
             }
             self.maintain();
-            // A busy pass goes again at once, so that bursts are not dropped
-            // while the writer sleeps.
-            if !closing && (took == 0 || took < shared.limit / 4) {
+            if naps_after(took, shared.limit) {
                 std::thread::sleep(NAP);
             }
         }
@@ -282,5 +284,28 @@ impl Writer {
                 self.failed(&e, 0);
             }
         }
+    }
+}
+
+/// Whether the writer sleeps after a pass that took `took` lines: always
+/// after an empty pass, and after a busy one (a quarter of `limit` or
+/// more) never, so that a burst is not dropped while it sleeps.
+fn naps_after(took: usize, limit: usize) -> bool {
+    took == 0 || took < limit / 4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::naps_after;
+
+    #[test]
+    fn the_writer_naps_after_empty_or_light_passes_only() {
+        // Tiny buffers included: an empty pass must never spin.
+        for limit in [1, 2, 3, 4, 16_384] {
+            assert!(naps_after(0, limit), "limit {limit}");
+        }
+        assert!(naps_after(1, 16_384));
+        assert!(!naps_after(4_096, 16_384));
+        assert!(!naps_after(1, 4));
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::routing::conditions::percent_decode;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, TE};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
@@ -617,40 +618,18 @@ fn grpc_status(headers: &HeaderMap) -> Option<Result<(), EtcdError>> {
         Some(0) => Ok(()),
         Some(code) => Err(EtcdError::Status {
             code,
+            // grpc-message is percent-encoded UTF-8.
             message: percent_decode(
                 headers
                     .get("grpc-message")
                     .map_or(&[][..], |v| v.as_bytes()),
+                false,
             ),
         }),
         None => Err(EtcdError::Protocol(format!(
             "unreadable grpc-status {raw:?}"
         ))),
     })
-}
-
-/// `grpc-message` is percent-encoded.
-fn percent_decode(raw: &[u8]) -> String {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match (
-            raw[i],
-            raw.get(i + 1).and_then(|&b| hex(b)),
-            raw.get(i + 2).and_then(|&b| hex(b)),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Checks the HTTP status and content type; returns the gRPC status when
