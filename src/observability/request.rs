@@ -12,7 +12,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
 use super::access_log::Entry;
-use super::span::{unix_ns, AttrValue, ChildSpan, SpanData, SpanKind, TraceContext};
+use super::span::{unix_ns_at, AttrValue, ChildSpan, SpanData, SpanKind, TraceContext};
 use super::Observe;
 use crate::snapshot::{ListenerKey, Snapshot};
 
@@ -50,9 +50,10 @@ pub struct Start {
     unix_ns: u64,
     method: Method,
     version: Version,
-    /// Boxed and made only for the access log and sampled spans, so a
-    /// request recorded by metrics alone stays small.
-    extras: Option<Box<Extras>>,
+    /// Made only for the access log and sampled spans. Kept inline: the
+    /// record moves into the response body's allocation anyway, and a box
+    /// of its own cost every logged request an allocation.
+    extras: Option<Extras>,
 }
 
 /// What only the access log (and sampled spans) need.
@@ -75,7 +76,7 @@ impl Start {
     /// (they carry the path).
     pub fn new<B>(req: &Request<B>, observe: &Observe, sampled: bool) -> Start {
         let extras = match &observe.access_log {
-            Some(log) => Some(Box::new(Extras {
+            Some(log) => Some(Extras {
                 uri: req.uri().clone(),
                 host: match req.uri().authority() {
                     Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -87,17 +88,18 @@ impl Start {
                     .iter()
                     .map(|h| req.headers().get(h).cloned())
                     .collect(),
-            })),
-            None if sampled => Some(Box::new(Extras {
+            }),
+            None if sampled => Some(Extras {
                 uri: req.uri().clone(),
                 ..Extras::default()
-            })),
+            }),
             None => None,
         };
+        let at = Instant::now();
         Start {
-            at: Instant::now(),
+            at,
             unix_ns: if observe.access_log.is_some() || observe.tracer.is_some() {
-                unix_ns()
+                unix_ns_at(at)
             } else {
                 0
             },
@@ -250,7 +252,7 @@ impl Drop for Finish {
         }
         if let Some(log) = &obs.access_log {
             let upstream = rec.upstream_time;
-            let x = self.start.extras.as_deref();
+            let x = self.start.extras.as_ref();
             log.push(&Entry {
                 time_unix_ns: self.start.unix_ns,
                 request_id: &self.request_id,

@@ -8,7 +8,7 @@
 
 use std::cell::Cell;
 use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,13 +19,15 @@ use http::header::HeaderName;
 mod format;
 
 pub use format::Entry;
-use format::{Format, TimeCache};
+use format::{Format, Lines, TimeCache};
 
 use super::metrics::Metrics;
 use crate::config::AccessLogDoc;
 
-/// How long the writer sleeps when every buffer is empty.
-const NAP: Duration = Duration::from_millis(5);
+/// How long the writer sleeps after a light pass. Every wake-up preempts
+/// a worker on a busy core (a context switch each way), so it is long; a
+/// worker wakes the writer early when a quarter of `buffer` is waiting.
+const NAP: Duration = Duration::from_millis(20);
 
 /// Line buffers per log. Each worker thread appends to one of them, so
 /// workers rarely share a lock; the writer takes each buffer in turn.
@@ -58,7 +60,7 @@ enum Output {
 /// Lines formatted by the workers, waiting for the writer.
 #[derive(Debug, Default)]
 struct Shard {
-    buf: Vec<u8>,
+    buf: Lines,
     lines: usize,
     clock: TimeCache,
 }
@@ -85,6 +87,9 @@ pub struct AccessLog {
     /// The request headers to copy into entries, in order.
     pub headers: Vec<HeaderName>,
     metrics: Arc<Metrics>,
+    /// The writer thread, woken early when `wake_at` lines wait.
+    writer: std::thread::Thread,
+    wake_at: usize,
 }
 
 impl AccessLog {
@@ -114,15 +119,19 @@ impl AccessLog {
             closed: AtomicBool::new(false),
         });
         let (s, m) = (shared.clone(), metrics.clone());
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("portcullis-access-log".into())
             .spawn(move || Writer::new(output, m).run(&s))
-            .map_err(|e| format!("cannot start the access log thread: {e}"))?;
+            .map_err(|e| format!("cannot start the access log thread: {e}"))?
+            .thread()
+            .clone();
         Ok(AccessLog {
             shared,
             format,
             headers,
             metrics,
+            writer,
+            wake_at: (doc.buffer / 4).max(1),
         })
     }
 
@@ -130,7 +139,8 @@ impl AccessLog {
     /// (counted) when `buffer` lines are already waiting for the writer.
     pub fn push(&self, entry: &Entry<'_>) {
         let shared = &*self.shared;
-        if shared.pending.fetch_add(1, Ordering::Relaxed) >= shared.limit {
+        let before = shared.pending.fetch_add(1, Ordering::Relaxed);
+        if before >= shared.limit {
             shared.pending.fetch_sub(1, Ordering::Relaxed);
             self.metrics.access_log_dropped.inc();
             return;
@@ -145,19 +155,27 @@ impl AccessLog {
         let Shard { buf, lines, clock } = &mut *shard;
         self.format.write(entry, buf, clock);
         *lines += 1;
+        drop(shard);
+        // Once per crossing, not per line: the writer takes everything.
+        if before + 1 == self.wake_at {
+            self.writer.unpark();
+        }
     }
 }
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
+        self.writer.unpark();
     }
 }
 
 /// The writer thread's state.
 struct Writer {
     output: Output,
-    sink: Option<BufWriter<Box<dyn Write + Send>>>,
+    /// Written to without a buffer of its own: each batch is already a
+    /// buffer of many lines, and copying it again cost as much as writing.
+    sink: Option<Box<dyn Write + Send>>,
     seen_reopen: u64,
     last_attempt: Option<Instant>,
     last_error_log: Option<Instant>,
@@ -192,7 +210,7 @@ impl Writer {
                 }
             },
         };
-        self.sink = Some(BufWriter::with_capacity(64 * 1024, sink));
+        self.sink = Some(sink);
     }
 
     fn failed(&mut self, e: &std::io::Error, lines: usize) {
@@ -208,10 +226,11 @@ impl Writer {
     }
 
     fn run(mut self, shared: &Shared) {
-        let mut batch = Vec::with_capacity(64 * 1024);
+        let mut batch = Lines::default();
         loop {
-            // Polled, never woken per line: a wake-up would cost every
-            // request a futex call. Lines wait at most one nap.
+            // Polled, not woken per line: a wake-up would cost every
+            // request a futex call and the worker a context switch. Lines
+            // wait at most one nap (see `AccessLog::push` for the early wake).
             let closing = shared.closed.load(Ordering::Acquire);
             let mut took = 0;
             for shard in &shared.shards {
@@ -223,12 +242,12 @@ impl Writer {
                     std::mem::swap(&mut s.buf, &mut batch);
                     std::mem::take(&mut s.lines)
                 };
-                self.write(&batch, lines);
+                self.write(batch.as_bytes(), lines);
                 shared.pending.fetch_sub(lines, Ordering::Relaxed);
                 took += lines;
                 batch.clear();
                 if batch.capacity() > 4 << 20 {
-                    batch = Vec::with_capacity(64 * 1024);
+                    batch = Lines::default();
                 }
             }
             if took > 0 {
@@ -243,7 +262,8 @@ impl Writer {
             }
             self.maintain();
             if naps_after(took, shared.limit) {
-                std::thread::sleep(NAP);
+                // Woken early by a filling buffer or the log's end.
+                std::thread::park_timeout(NAP);
             }
         }
     }
