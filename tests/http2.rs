@@ -233,25 +233,6 @@ async fn h2c_upgrade_requests_are_served_as_http1() {
     gw.shutdown().await;
 }
 
-/// Runs curl with `args` and returns what it printed (`-w` output last).
-async fn curl(args: Vec<String>) -> String {
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new("curl")
-            .args(["-sS", "--max-time", "5"])
-            .args(&args)
-            .output()
-            .expect("curl runs (scripts/test.sh installs it)");
-        assert!(
-            out.status.success(),
-            "curl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    })
-    .await
-    .expect("curl task")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_speaks_h2c_with_prior_knowledge_and_http1_otherwise() {
     let up = echo_upstream().await;

@@ -77,29 +77,23 @@ async fn curl_negotiates_h2_by_alpn() {
     let up = echo_upstream().await;
     let gw = start(&config(dir.path(), up.addr, ""));
     let port = addr(&gw, "secure").port();
-    let run = |version: &'static str| {
-        let ca = dir.path().join("ca.pem");
-        tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new("curl")
-                .args(["-sS", "--max-time", "5", version, "--cacert"])
-                .arg(&ca)
-                .args(["--resolve", &format!("api.example.test:{port}:127.0.0.1")])
-                .args(["-w", "\n%{http_code} %{http_version}"])
-                .arg(format!("https://api.example.test:{port}/curl"))
-                .output()
-                .expect("curl runs (scripts/test.sh installs it)");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        })
+    let ca = dir.path().join("ca.pem");
+    let run = |version: &str| {
+        curl(vec![
+            version.into(),
+            "--cacert".into(),
+            ca.display().to_string(),
+            "--resolve".into(),
+            format!("api.example.test:{port}:127.0.0.1"),
+            "-w".into(),
+            "\n%{http_code} %{http_version}".into(),
+            format!("https://api.example.test:{port}/curl"),
+        ])
     };
-    let h2 = run("--http2").await.expect("curl");
+    let h2 = run("--http2").await;
     assert!(h2.ends_with("\n200 2"), "{h2}");
     assert!(h2.contains("\"x-forwarded-proto\":\"https\""), "{h2}");
-    let h1 = run("--http1.1").await.expect("curl");
+    let h1 = run("--http1.1").await;
     assert!(h1.ends_with("\n200 1.1"), "{h1}");
     gw.shutdown().await;
 }

@@ -366,3 +366,23 @@ impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
         std::task::Poll::Ready(self.0.next())
     }
 }
+
+/// Runs curl with `args` (after `-sS --max-time 5`) and returns what it
+/// printed (`-w` output last); fails the test when curl fails.
+pub async fn curl(args: Vec<String>) -> String {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .args(&args)
+            .output()
+            .expect("curl runs (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("curl task")
+}
