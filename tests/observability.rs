@@ -555,6 +555,16 @@ async fn access_log_writes_one_json_line_per_request() {
         lines[2].to_string(),
         r#"{"status":200,"route":"users","method":"GET"}"#
     );
+
+    // A name that needs escaping is escaped (names are checked once per
+    // snapshot, and lines copy them unchecked only when all are plain).
+    let odd = admin_config(&extra, up.addr)
+        .replace("  - name: users\n", "  - name: 'users \"v1\" \\ \t'\n");
+    apply(&gw, &odd).expect("reload");
+    assert_eq!(get(a, "/users").await.status, StatusCode::OK);
+    let lines = wait_lines(&log, 4).await;
+    assert_eq!(lines[3]["route"], "users \"v1\" \\ \t");
+    assert_eq!(lines[3]["listener"], "main");
 }
 
 #[tokio::test]

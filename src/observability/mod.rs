@@ -46,6 +46,9 @@ pub struct Observe {
     pub tracer: Option<Arc<Tracer>>,
     /// TLS handshake failure counters, by listener.
     pub tls_failures: Vec<(ListenerKey, Counter)>,
+    /// No listener, route or upstream name and no target address needs
+    /// JSON escaping, so access log lines copy them unchecked.
+    pub names_plain: bool,
 }
 
 impl Observe {
@@ -157,7 +160,17 @@ pub fn compile(
     } else {
         Vec::new()
     };
+    let names_plain = doc
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .chain(doc.routes.iter().map(|r| r.name.as_str()))
+        .chain(doc.upstreams.iter().flat_map(|u| {
+            std::iter::once(u.name.as_str()).chain(u.targets.iter().map(|t| t.address.as_str()))
+        }))
+        .all(access_log::is_plain);
     Ok(Observe {
+        names_plain,
         unmatched: recording.then(|| RouteMetrics::new("".into(), metrics.clone())),
         tls_failures: listeners
             .iter()

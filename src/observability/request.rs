@@ -278,6 +278,7 @@ impl Drop for Finish {
                 trace_id: rec.trace.as_ref().map(|t| t.trace_id),
                 span_id: rec.trace.as_ref().map(|t| t.span_id),
                 headers: x.map_or(&[], |x| &x.headers[..]),
+                names_plain: obs.names_plain,
             });
         }
     }

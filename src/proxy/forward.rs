@@ -123,7 +123,6 @@ pub async fn forward(
     mut req: Request<ClientBody>,
     f: Forward<'_>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    let started = Instant::now();
     // A WebSocket upgrade keeps its upgrade headers and, on `101`, is bridged.
     // Over HTTP/2 (extended CONNECT) there is no protocol header to keep:
     // the upstream gets a fresh HTTP/1.1 handshake.
@@ -318,21 +317,26 @@ pub async fn forward(
         Some(mode) => grpc_web::request_body(body, mode, body_failure.clone()),
         None => body,
     };
+    let limit = match (a.timeouts.total, grpc_deadline) {
+        (Some(t), Some(g)) => Some(t.min(g)),
+        (t, g) => t.or(g),
+    };
+    // One clock reading, taken only when a deadline or the log phase needs
+    // it, starts both the total timeout and the upstream's share of the
+    // request's time.
+    let sent = (limit.is_some() || f.record.on).then(Instant::now);
     let call = Call {
         a,
         key: &key,
         preserved_host,
         stale_replayable: body_less && idempotent,
         retry_replayable: body_less && (idempotent || a.retry_non_idempotent),
-        deadline: match (a.timeouts.total, grpc_deadline) {
-            (Some(t), Some(g)) => Some(started + t.min(g)),
-            (t, g) => t.or(g).map(|d| started + d),
-        },
+        deadline: limit.zip(sent).map(|(d, now)| now + d),
         body_failure,
     };
     a.upstream.guards.budget.deposit();
     let mut last = None;
-    let sent = f.record.on.then(Instant::now);
+    let sent = sent.filter(|_| f.record.on);
     let exchange = call.attempts(
         Request::from_parts(parts, body),
         permits,

@@ -18,7 +18,7 @@ use http::header::HeaderName;
 
 mod format;
 
-pub use format::Entry;
+pub use format::{is_plain, Entry};
 use format::{Format, Lines, TimeCache};
 
 use super::metrics::Metrics;
