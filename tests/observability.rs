@@ -637,16 +637,18 @@ fn tracing_config(extra_tracing: &str, collector: &str, upstream: SocketAddr) ->
 
 #[tokio::test]
 async fn spans_wait_for_the_interval_unless_a_batch_fills_or_the_gateway_stops() {
-    let receiver = common::otlp::start(false).await;
     let up = echo_upstream().await;
-    let collector = format!("http://{}", receiver.addr);
+    // Every request sampled, and the interval's tick an hour away.
+    let config = |collector: SocketAddr, batch_size: usize| {
+        admin_config(
+            &format!("observability:\n  tracing: {{ endpoint: 'http://{collector}', sample_ratio: 1.0, export_interval: 1h, batch_size: {batch_size} }}\n"),
+            up.addr,
+        )
+    };
     // A request's two spans (server and upstream) fill a batch of two: they
     // go at once, an hour before the interval's next tick.
-    let full = admin_config(
-        &format!("observability:\n  tracing: {{ endpoint: '{collector}', sample_ratio: 1.0, export_interval: 1h, batch_size: 2 }}\n"),
-        up.addr,
-    );
-    let gw = start(&full);
+    let receiver = common::otlp::start(false).await;
+    let gw = start(&config(receiver.addr, 2));
     assert_eq!(get(addr(&gw, "main"), "/api").await.status, StatusCode::OK);
     assert_eq!(receiver.wait_spans(2).await.len(), 2);
     gw.shutdown().await;
@@ -654,12 +656,7 @@ async fn spans_wait_for_the_interval_unless_a_batch_fills_or_the_gateway_stops()
 
     // Below a batch, spans wait for the tick (an hour away) or the end.
     let receiver = common::otlp::start(false).await;
-    let collector = format!("http://{}", receiver.addr);
-    let waiting = admin_config(
-        &format!("observability:\n  tracing: {{ endpoint: '{collector}', sample_ratio: 1.0, export_interval: 1h, batch_size: 100 }}\n"),
-        up.addr,
-    );
-    let gw = start(&waiting);
+    let gw = start(&config(receiver.addr, 100));
     assert_eq!(get(addr(&gw, "main"), "/api").await.status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(

@@ -324,19 +324,19 @@ pub async fn forward(
     // One clock reading, taken only when a deadline or the log phase needs
     // it, starts both the total timeout and the upstream's share of the
     // request's time.
-    let sent = (limit.is_some() || f.record.on).then(Instant::now);
+    let now = (limit.is_some() || f.record.on).then(Instant::now);
     let call = Call {
         a,
         key: &key,
         preserved_host,
         stale_replayable: body_less && idempotent,
         retry_replayable: body_less && (idempotent || a.retry_non_idempotent),
-        deadline: limit.zip(sent).map(|(d, now)| now + d),
+        deadline: limit.zip(now).map(|(d, now)| now + d),
         body_failure,
     };
     a.upstream.guards.budget.deposit();
     let mut last = None;
-    let sent = sent.filter(|_| f.record.on);
+    let sent = now.filter(|_| f.record.on);
     let exchange = call.attempts(
         Request::from_parts(parts, body),
         permits,
