@@ -399,7 +399,12 @@ struct Job {
 impl Job {
     async fn run(self) {
         let mut pending: Vec<SpanData> = Vec::new();
-        let mut tick = tokio::time::interval(self.every);
+        // The first tick one interval from now, not at once: this thread may
+        // start after the first requests, and an immediate tick would send
+        // their spans early (and, in a loaded test run, look like a wake-up
+        // that should not have happened).
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_warning: Option<tokio::time::Instant> = None;
         loop {
