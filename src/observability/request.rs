@@ -111,34 +111,80 @@ impl Start {
 }
 
 /// Records a request when its response is done. Dropped with the response
-/// body: after the last byte, on an error, or when the client goes away.
+/// body: after the last byte, on an error, or when the client goes away;
+/// or, when the client goes away before the response, with the pipeline.
 #[derive(Debug)]
 pub struct Finish {
     /// The snapshot the request ran on (for its metric handles and sinks).
-    pub snap: Arc<Snapshot>,
+    snap: Arc<Snapshot>,
     /// Arrival facts.
-    pub start: Start,
+    start: Start,
     /// What the pipeline found.
     pub record: Record,
-    /// Response status.
-    pub status: u16,
+    /// Response status; 0 until the response is ready.
+    status: u16,
     /// Time to the response headers.
-    pub head_time: Duration,
+    head_time: Duration,
     /// Response body bytes sent so far.
     pub bytes_out: u64,
     /// The request ID.
-    pub request_id: HeaderValue,
+    request_id: HeaderValue,
     /// The client's address.
-    pub client_ip: IpAddr,
+    client_ip: IpAddr,
     /// The listener (its name is looked up only for the access log).
-    pub listener: ListenerKey,
+    listener: ListenerKey,
     /// The TLS version of the connection.
-    pub tls_version: Option<&'static str>,
+    tls_version: Option<&'static str>,
+}
+
+/// The status recorded for a request whose client went away before its
+/// response was ready (nginx's "client closed request"; no response is
+/// sent with it).
+pub const CLIENT_CLOSED: u16 = 499;
+
+impl Finish {
+    /// The record of a request that has just arrived, run on `snap`.
+    pub fn new(
+        snap: Arc<Snapshot>,
+        start: Start,
+        record: Record,
+        request_id: HeaderValue,
+        client_ip: IpAddr,
+        listener: ListenerKey,
+        tls_version: Option<&'static str>,
+    ) -> Finish {
+        Finish {
+            snap,
+            start,
+            record,
+            status: 0,
+            head_time: Duration::ZERO,
+            bytes_out: 0,
+            request_id,
+            client_ip,
+            listener,
+            tls_version,
+        }
+    }
+
+    /// Notes the response's status and the time to its headers, when the
+    /// response is ready to be sent.
+    pub fn responded(&mut self, status: u16) {
+        self.status = status;
+        self.head_time = self.start.elapsed();
+    }
 }
 
 impl Drop for Finish {
     fn drop(&mut self) {
         let total = self.start.at.elapsed();
+        if self.status == 0 {
+            // Abandoned before the response: the whole time was the gateway's
+            // (or the upstream's, as `upstream_time` tells).
+            self.status = CLIENT_CLOSED;
+            self.head_time = total;
+            self.record.error.get_or_insert("client_closed_request");
+        }
         let obs = &self.snap.observe;
         let rec = &mut self.record;
         let bytes_in = rec

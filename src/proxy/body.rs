@@ -83,11 +83,38 @@ impl ResponseBody {
     }
 }
 
+impl ObservedBody {
+    /// The record of a request that has just arrived, in the allocation its
+    /// response body will be kept in (made once: the record is filled in
+    /// place rather than moved from the pipeline's stack when it is done).
+    /// Until [`ResponseBody::observed`] gives it the response's body, it
+    /// holds an empty one; dropped then, it records an abandoned request.
+    pub fn new(finish: crate::observability::request::Finish) -> Box<ObservedBody> {
+        Box::new(ObservedBody {
+            body: ResponseBody::Full {
+                body: Full::new(Bytes::new()),
+            },
+            finish,
+        })
+    }
+
+    /// What the pipeline learns about the request, filled in as it runs.
+    pub fn record(&mut self) -> &mut crate::observability::request::Record {
+        &mut self.finish.record
+    }
+
+    /// Notes the response's status and the time to its headers.
+    pub fn responded(&mut self, status: u16) {
+        self.finish.responded(status);
+    }
+}
+
 impl ResponseBody {
-    /// This body, counted and recorded by `finish` when it is dropped.
-    pub fn observed(self, finish: crate::observability::request::Finish) -> ResponseBody {
+    /// This body, counted and recorded by `inner`'s record when it is dropped.
+    pub fn observed(self, mut inner: Box<ObservedBody>) -> ResponseBody {
+        inner.body = self;
         ResponseBody::Observed {
-            inner: Box::pin(ObservedBody { body: self, finish }),
+            inner: Box::into_pin(inner),
         }
     }
 }

@@ -337,6 +337,11 @@ pub async fn forward(
     a.upstream.guards.budget.deposit();
     let mut last = None;
     let sent = now.filter(|_| f.record.on);
+    if sent.is_some() {
+        // Named before the call, so a request abandoned during it is
+        // logged with the upstream it was waiting for.
+        f.record.upstream = Some(a.upstream.name.clone());
+    }
     let exchange = call.attempts(
         Request::from_parts(parts, body),
         permits,
@@ -376,7 +381,6 @@ pub async fn forward(
             m.observe(took.as_secs_f64());
         }
         let rec = &mut *f.record;
-        rec.upstream = Some(up.name.clone());
         rec.upstream_time = Some(took);
         rec.target = last.map(|(i, _)| up.targets[i].address.clone());
         // Unsampled traces keep the span only when it may be exported for an error.

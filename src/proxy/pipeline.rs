@@ -13,7 +13,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use super::body::{ClientBody, ResponseBody};
+use super::body::{ClientBody, ObservedBody, ResponseBody};
 use super::errors::GatewayError;
 use super::{actions, forward, request_id};
 use crate::observability::request::{Finish, Record, Start};
@@ -85,32 +85,47 @@ pub async fn handle(
     let rid = request_id::from_client(req.headers().get(rid_name));
     // gRPC and gRPC-Web clients get errors as a gRPC status, in their encoding.
     let grpc = super::grpc_web::error_content_type(req.headers().get(header::CONTENT_TYPE));
-    // The log phase: set up only when the snapshot records something.
-    let mut rec = Record::default();
-    let start = snap.observe.active().then(|| {
+    // The log phase, set up only when the snapshot records something: the
+    // record is made once, in the allocation the response body will carry,
+    // and the pipeline fills it in place. Were the request abandoned before
+    // its response (the client went away), it is recorded as it drops.
+    let mut observed = snap.observe.active().then(|| {
         if let Some(m) = &snap.observe.metrics {
             m.in_flight.inc();
         }
+        let mut record = Record {
+            on: true,
+            ..Record::default()
+        };
         if let Some(t) = &snap.observe.tracer {
-            rec.trace = Some(TraceContext::start(req.headers(), t));
+            record.trace = Some(TraceContext::start(req.headers(), t));
         }
-        rec.on = true;
-        Start::new(
-            &req,
-            &snap.observe,
-            rec.trace.as_ref().is_some_and(|t| t.sampled),
-        )
+        let sampled = record.trace.as_ref().is_some_and(|t| t.sampled);
+        ObservedBody::new(Finish::new(
+            snap.clone(),
+            Start::new(&req, &snap.observe, sampled),
+            record,
+            rid.clone(),
+            conn.peer.ip(),
+            conn.listener,
+            conn.tls_version,
+        ))
     });
+    // Without a log phase the pipeline still writes to a record; it is
+    // made only then (an empty one would still cost a drop).
+    let mut unrecorded = None;
+    let rec = match &mut observed {
+        Some(o) => o.record(),
+        None => unrecorded.insert(Record::default()),
+    };
     let mut resp = match snap.listener(conn.listener) {
-        Some(listener) => {
-            match route_and_act(req, conn, &snap, listener, &rid, grpc, &mut rec).await {
-                Ok(r) => r,
-                Err(e) => {
-                    rec.error = Some(e.code);
-                    render(e, grpc, &rid)
-                }
+        Some(listener) => match route_and_act(req, conn, &snap, listener, &rid, grpc, rec).await {
+            Ok(r) => r,
+            Err(e) => {
+                rec.error = Some(e.code);
+                render(e, grpc, &rid)
             }
-        }
+        },
         None => {
             rec.error = Some("listener_closed");
             GatewayError::new(
@@ -122,20 +137,9 @@ pub async fn handle(
             .into_response(&rid)
         }
     };
-    if let Some(start) = start {
-        let finish = Finish {
-            status: resp.status().as_u16(),
-            head_time: start.elapsed(),
-            bytes_out: 0,
-            request_id: rid.clone(),
-            client_ip: conn.peer.ip(),
-            listener: conn.listener,
-            tls_version: conn.tls_version,
-            start,
-            record: rec,
-            snap: snap.clone(),
-        };
-        resp = resp.map(|b| b.observed(finish));
+    if let Some(mut o) = observed {
+        o.responded(resp.status().as_u16());
+        resp = resp.map(|b| b.observed(o));
     }
     let h = resp.headers_mut();
     h.insert(rid_name.clone(), rid);
