@@ -464,10 +464,21 @@ impl Core {
                 "grace period over; closing remaining connections"
             );
         }
-        let mut c = self.control();
-        c.listeners.clear();
-        c.admin = None;
-        c.workers.stop_and_join();
+        let threads = {
+            let mut c = self.control();
+            c.listeners.clear();
+            c.admin = None;
+            c.workers.stop()
+        };
+        // Joined off this task's thread: shutdown runs on an async runtime
+        // (the signal handler's, or a test's), whose thread must stay free
+        // for the tasks it runs while the workers wind down.
+        let panicked = tokio::task::spawn_blocking(move || crate::server::workers::join(threads))
+            .await
+            .unwrap_or(1);
+        if panicked > 0 {
+            tracing::warn!(workers = panicked, "worker threads panicked while stopping");
+        }
         drained
     }
 }

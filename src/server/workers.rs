@@ -73,13 +73,24 @@ impl Workers {
         self.handles.is_empty()
     }
 
-    /// Stops every event loop (dropping whatever still runs on it) and joins the threads.
-    pub fn stop_and_join(&mut self) {
+    /// Stops every event loop (dropping whatever still runs on it) and
+    /// returns the threads, for the caller to join outside any lock: a
+    /// worker that is still finishing a task may need one (an Admin API
+    /// call takes the gateway's control lock), and joining while holding it
+    /// would wait forever.
+    pub fn stop(&mut self) -> Vec<JoinHandle<()>> {
         let _ = self.stop.send(true);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        std::mem::take(&mut self.threads)
     }
+}
+
+/// Waits for stopped worker threads to end; returns how many panicked.
+pub fn join(threads: Vec<JoinHandle<()>>) -> usize {
+    threads
+        .into_iter()
+        .map(JoinHandle::join)
+        .filter(Result::is_err)
+        .count()
 }
 
 impl Drop for Workers {
