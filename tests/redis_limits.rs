@@ -189,12 +189,16 @@ async fn failure_policies_apply_when_redis_stops_and_counting_resumes_after() {
 async fn a_hung_redis_costs_at_most_the_timeout() {
     let redis = RedisServer::start();
     let clock = Clock::manual(T0);
+    // The probe uses the same settings as the route, hence the same
+    // connections: `connected` then waits for the ones under test (with
+    // other settings they are a pool of their own, which may connect later
+    // and fail the request at once instead of after the timeout).
+    let hung = standalone(&redis, ", timeout: 150ms");
     let gw = start_with_clock(
         &config(
-            &standalone(&redis, ""),
+            &hung,
             &format!(
-                "rate_limit: {{ limit: 3, window: 1m, key: ip, store: redis, on_redis_error: deny, redis: {} }}",
-                standalone(&redis, ", timeout: 150ms")
+                "rate_limit: {{ limit: 3, window: 1m, key: ip, store: redis, on_redis_error: deny, redis: {hung} }}"
             ),
         ),
         &clock,
