@@ -140,7 +140,7 @@ pub struct Finish {
 /// The status recorded for a request whose client went away before its
 /// response was ready (nginx's "client closed request"; no response is
 /// sent with it).
-pub const CLIENT_CLOSED: u16 = 499;
+const CLIENT_CLOSED: u16 = 499;
 
 impl Finish {
     /// The record of a request that has just arrived, run on `snap`.

@@ -1,5 +1,7 @@
 //! The JSON access log, read back line by line.
 
+use std::sync::atomic::Ordering;
+
 use super::*;
 
 #[tokio::test]
@@ -215,12 +217,12 @@ async fn a_request_abandoned_before_its_response_is_recorded_as_499() {
     // Wait until the request is with the upstream, so it is mid-proxy when
     // the client goes away.
     for _ in 0..200 {
-        if slow.requests.load(std::sync::atomic::Ordering::SeqCst) == 1 {
+        if slow.requests.load(Ordering::SeqCst) == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(slow.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(slow.requests.load(Ordering::SeqCst), 1);
     expect_metric(admin, "portcullis_requests_in_flight", 1.0).await;
     drop(client);
 

@@ -15,10 +15,9 @@ async fn metrics_count_every_request_exactly() {
         assert_eq!(post(a, "/api", "hello").await.status, StatusCode::OK);
     }
     assert_eq!(get(a, "/nope").await.status, StatusCode::NOT_FOUND);
-    let limited: Vec<u16> = [0; 3].iter().map(|_| 0).collect();
-    let mut statuses = limited;
-    for s in statuses.iter_mut() {
-        *s = get(a, "/limited").await.status.as_u16();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(get(a, "/limited").await.status.as_u16());
     }
     assert_eq!(statuses, [200, 200, 429]);
     assert_eq!(get(a, "/broken").await.status.as_u16(), 503);
@@ -29,43 +28,19 @@ async fn metrics_count_every_request_exactly() {
         assert_eq!(get(a, "/flaky").await.status, StatusCode::OK);
     }
 
-    let p = "portcullis_requests_total";
-    expect_metric(
-        admin,
-        &format!(r#"{p}{{route="users",method="GET",status="2xx"}}"#),
-        3.0,
-    )
-    .await;
-    expect_metric(
-        admin,
-        &format!(r#"{p}{{route="api",method="POST",status="2xx"}}"#),
-        2.0,
-    )
-    .await;
-    expect_metric(
-        admin,
-        &format!(r#"{p}{{route="",method="GET",status="4xx"}}"#),
-        1.0,
-    )
-    .await;
-    expect_metric(
-        admin,
-        &format!(r#"{p}{{route="limited",method="GET",status="2xx"}}"#),
-        2.0,
-    )
-    .await;
-    expect_metric(
-        admin,
-        &format!(r#"{p}{{route="limited",method="GET",status="4xx"}}"#),
-        1.0,
-    )
-    .await;
-    expect_metric(
-        admin,
-        &format!(r#"{p}{{route="broken",method="GET",status="5xx"}}"#),
-        1.0,
-    )
-    .await;
+    for (route, method, class, want) in [
+        ("users", "GET", "2xx", 3.0),
+        ("api", "POST", "2xx", 2.0),
+        ("", "GET", "4xx", 1.0),
+        ("limited", "GET", "2xx", 2.0),
+        ("limited", "GET", "4xx", 1.0),
+        ("broken", "GET", "5xx", 1.0),
+    ] {
+        let key = format!(
+            r#"portcullis_requests_total{{route="{route}",method="{method}",status="{class}"}}"#
+        );
+        expect_metric(admin, &key, want).await;
+    }
     let text = scrape(admin).await;
     let v = |k: &str| value(&text, k);
     let rl = r#"portcullis_rate_limit_decisions_total{owner="route:limited",plugin="rate_limit",decision="#;
@@ -145,7 +120,7 @@ async fn metrics_count_every_request_exactly() {
     assert_eq!(get(a, "/users").await.status, StatusCode::OK);
     expect_metric(
         admin,
-        &format!(r#"{p}{{route="users",method="GET",status="2xx"}}"#),
+        r#"portcullis_requests_total{route="users",method="GET",status="2xx"}"#,
         4.0,
     )
     .await;
