@@ -15,7 +15,7 @@ use super::body::{
     empty, BodyError, ClientBody, FailureSlot, GuardedBody, ProxyBody, ResponseBody,
 };
 use super::errors::GatewayError;
-use super::headers::{set_forwarded, strip_hop_by_hop, ClientInfo};
+use super::headers::{set_forwarded, strip_hop_by_hop, Census, ClientInfo};
 use super::pipeline::ConnInfo;
 use super::upgrade::ClientUpgrade;
 use super::{grpc_web, upgrade};
@@ -126,14 +126,15 @@ pub async fn forward(
     // A WebSocket upgrade keeps its upgrade headers and, on `101`, is bridged.
     // Over HTTP/2 (extended CONNECT) there is no protocol header to keep:
     // the upstream gets a fresh HTTP/1.1 handshake.
+    let census = Census::of(req.headers());
     let websocket = f.listener.limits.websocket;
     let extended_connect = websocket && upgrade::is_extended_connect(&req);
     let upgrade = if extended_connect {
         Some((None, hyper::upgrade::on(&mut req)))
+    } else if websocket && census.upgrade {
+        upgrade::websocket_upgrade(&req).map(|proto| (Some(proto), hyper::upgrade::on(&mut req)))
     } else {
-        upgrade::websocket_upgrade(&req)
-            .filter(|_| websocket)
-            .map(|proto| (Some(proto), hyper::upgrade::on(&mut req)))
+        None
     };
     let a = f.action;
     // Admission first, so a request that will be refused costs little.
@@ -214,14 +215,16 @@ pub async fn forward(
         parts.method = http::Method::GET;
     }
     // gRPC needs `te: trailers`, which hop-by-hop stripping removes.
-    let te_trailers = parts
-        .headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let te_trailers = census.te
+        && parts
+            .headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     // A gRPC deadline bounds the whole exchange like the route's total timeout.
-    let grpc_deadline = parts
-        .headers
-        .get(&GRPC_TIMEOUT)
+    let grpc_deadline = census
+        .grpc_timeout
+        .then(|| parts.headers.get(&GRPC_TIMEOUT))
+        .flatten()
         .and_then(|v| parse_grpc_timeout(v.as_bytes()));
     let grpc_web = if a.grpc_web {
         grpc_web::detect(&parts.headers)
@@ -230,7 +233,9 @@ pub async fn forward(
     };
 
     let h = &mut parts.headers;
-    strip_hop_by_hop(h);
+    if census.hop_by_hop {
+        strip_hop_by_hop(h);
+    }
     // The forwarding headers, the request ID and trace context are added
     // below: grow the map once rather than once per insert.
     h.reserve(8);
@@ -241,7 +246,9 @@ pub async fn forward(
         grpc_web::request_headers(h);
     }
     // The gateway already answered (or skipped) `100-continue` for the client.
-    h.remove(header::EXPECT);
+    if census.expect {
+        h.remove(header::EXPECT);
+    }
     let peer = f.conn.peer.ip();
     set_forwarded(
         h,
@@ -260,7 +267,8 @@ pub async fn forward(
         h.insert(TRACEPARENT.clone(), t.traceparent(&id));
         match &t.trace_state {
             Some(ts) => h.insert(TRACESTATE.clone(), ts.clone()),
-            None => h.remove(&TRACESTATE),
+            None if census.tracestate => h.remove(&TRACESTATE),
+            None => None,
         };
         id
     });

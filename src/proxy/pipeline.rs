@@ -383,9 +383,11 @@ async fn route_and_act(
     let route = &snap.routes[m.route as usize];
     rec.route = Some(m.route);
     let limit = route.max_body_size.unwrap_or(listener.limits.max_body_size);
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
+    // A request hyper found to have no body declares none worth checking.
+    let bodyless = http_body::Body::is_end_stream(req.body());
+    let declared = (!bodyless)
+        .then(|| req.headers().get(header::CONTENT_LENGTH))
+        .flatten()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -398,7 +400,7 @@ async fn route_and_act(
         .closing());
     }
     // Only bodies that exist are counted (no allocation for GET and the like).
-    let mut req = if rec.on && !http_body::Body::is_end_stream(req.body()) {
+    let mut req = if rec.on && !bodyless {
         let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
         rec.request_bytes = Some(count.clone());
         req.map(|b| ClientBody::counted(b, count))
