@@ -17,10 +17,11 @@ if ! need nginx || ! need wrk; then
 fi
 # BENCH_NO_BUILD=1 skips the build and uses the binaries already in target/release.
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
-  (cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example bare_proxy)
+  (cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example bare_proxy --example bare_pair)
 fi
 BIN=$ROOT/target/release/portcullis
 BARE=$ROOT/target/release/examples/bare_proxy
+PAIR=$ROOT/target/release/examples/bare_pair
 
 W=$(mktemp -d /tmp/portcullis-bench.XXXX)
 ORIGIN=127.0.0.1:18001; PROXY=127.0.0.1:18080
