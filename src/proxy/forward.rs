@@ -123,10 +123,11 @@ pub async fn forward(
     mut req: Request<ClientBody>,
     f: Forward<'_>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
+    // Which headers below need a lookup, after the plugins had their say.
+    let census = Census::of(req.headers());
     // A WebSocket upgrade keeps its upgrade headers and, on `101`, is bridged.
     // Over HTTP/2 (extended CONNECT) there is no protocol header to keep:
     // the upstream gets a fresh HTTP/1.1 handshake.
-    let census = Census::of(req.headers());
     let websocket = f.listener.limits.websocket;
     let extended_connect = websocket && upgrade::is_extended_connect(&req);
     let upgrade = if extended_connect {

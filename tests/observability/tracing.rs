@@ -121,9 +121,20 @@ async fn traces_continue_the_callers_trace_over_otlp_http() {
         Some("test")
     );
 
-    // A malformed traceparent starts a new trace (and is not passed on as is).
+    // A malformed traceparent starts a new trace (and is not passed on as
+    // is), and the `tracestate` that came with it goes too.
     let bad = format!("00-{}-{parent}-01", trace.to_uppercase());
-    let got = get_with(a, "/api", &[("traceparent", &bad)]).await;
+    let got = get_with(
+        a,
+        "/api",
+        &[("traceparent", &bad), ("tracestate", "vendor=stale")],
+    )
+    .await;
+    assert!(
+        got.json()["headers"].get("tracestate").is_none(),
+        "{}",
+        got.json()["headers"]
+    );
     let sent = got.json()["headers"]["traceparent"]
         .as_str()
         .expect("sent")
