@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Uri, Version};
@@ -14,6 +14,7 @@ use http::{Method, Request, Uri, Version};
 use super::access_log::Entry;
 use super::span::{unix_ns_at, AttrValue, ChildSpan, SpanData, SpanKind, TraceContext};
 use super::Observe;
+use crate::clock::Tick;
 use crate::snapshot::{ListenerKey, Snapshot};
 
 /// What the pipeline found out about a request, for the log phase.
@@ -46,7 +47,7 @@ pub struct Record {
 /// The request facts the log phase needs, copied before the request moves on.
 #[derive(Debug)]
 pub struct Start {
-    at: Instant,
+    at: Tick,
     unix_ns: u64,
     method: Method,
     version: Version,
@@ -95,7 +96,7 @@ impl Start {
             }),
             None => None,
         };
-        let at = Instant::now();
+        let at = Tick::now();
         Start {
             at,
             unix_ns: if observe.access_log.is_some() || observe.tracer.is_some() {

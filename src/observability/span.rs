@@ -3,12 +3,13 @@
 //! and handed to the exporter when the response ends.
 
 use std::cell::Cell;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
 use super::otlp::Exporter;
+use crate::clock::Tick;
 
 /// `traceparent` (W3C Trace Context), made once: parsing a name costs.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -96,13 +97,12 @@ pub fn unix_ns() -> u64 {
 /// of readings this thread took at most a second earlier. Requests need
 /// both clocks when they arrive; reading one instead of two saves a clock
 /// read per request, and a step of the wall clock shows within a second.
-pub fn unix_ns_at(at: Instant) -> u64 {
+pub fn unix_ns_at(at: Tick) -> u64 {
     ANCHOR.with(|anchor| {
         if let Some((then, ns)) = anchor.get() {
-            if let Some(d) = at.checked_duration_since(then) {
-                if d < Duration::from_secs(1) {
-                    return ns + d.as_nanos() as u64;
-                }
+            let d = at.since(then);
+            if at >= then && d < Duration::from_secs(1) {
+                return ns + d.as_nanos() as u64;
             }
         }
         let ns = unix_ns();
@@ -114,7 +114,7 @@ pub fn unix_ns_at(at: Instant) -> u64 {
 thread_local! {
     static RNG: Cell<u64> = Cell::new(seed());
     /// A monotonic instant and the Unix time read right after it (see [`unix_ns_at`]).
-    static ANCHOR: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
+    static ANCHOR: Cell<Option<(Tick, u64)>> = const { Cell::new(None) };
 }
 
 /// A per-thread seed from the operating system's generator.
@@ -365,7 +365,9 @@ mod tests {
 
     #[test]
     fn unix_time_from_the_monotonic_clock_tracks_the_wall_clock() {
-        let first = Instant::now();
+        let earlier = Tick::now();
+        std::thread::sleep(Duration::from_millis(2));
+        let first = Tick::now();
         let a = unix_ns_at(first);
         let wall = unix_ns();
         assert!(a <= wall && wall - a < 50_000_000, "{a} vs {wall}");
@@ -373,11 +375,7 @@ mod tests {
         let later = first + Duration::from_millis(300);
         assert_eq!(unix_ns_at(later), a + 300_000_000);
         // An earlier moment, or one a second on, takes a new reading.
-        let before = unix_ns_at(
-            first
-                .checked_sub(Duration::from_millis(10))
-                .expect("up for 10ms"),
-        );
+        let before = unix_ns_at(earlier);
         assert!(before >= a, "a new anchor reads the wall clock again");
     }
 

@@ -11,6 +11,8 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
+use crate::clock::{deadline, Tick};
+
 use super::body::{
     empty, BodyError, ClientBody, FailureSlot, GuardedBody, ProxyBody, ResponseBody,
 };
@@ -330,10 +332,8 @@ pub async fn forward(
         (Some(t), Some(g)) => Some(t.min(g)),
         (t, g) => t.or(g),
     };
-    // One clock reading, taken only when a deadline or the log phase needs
-    // it, starts both the total timeout and the upstream's share of the
-    // request's time.
-    let now = (limit.is_some() || f.record.on).then(Instant::now);
+    // The clock is read only when a deadline or the log phase needs it.
+    let now = limit.is_some().then(Instant::now);
     let call = Call {
         a,
         key: &key,
@@ -345,7 +345,7 @@ pub async fn forward(
     };
     a.upstream.guards.budget.deposit();
     let mut last = None;
-    let sent = now.filter(|_| f.record.on);
+    let sent = f.record.on.then(Tick::now);
     if sent.is_some() {
         // Named before the call, so a request abandoned during it is
         // logged with the upstream it was waiting for.
@@ -510,7 +510,8 @@ impl Call<'_> {
             let load = stats.start();
             stats.begin_attempt();
             let sent_at = up.balancer.decay_ns().map(|d| (d, now_ns()));
-            let outcome = tokio::time::timeout(
+            // Without a tokio timer per request (see `clock::deadline`).
+            let outcome = deadline::timeout(
                 self.a.timeouts.read,
                 self.a.pool.send(target, req, self.stale_replayable),
             )

@@ -25,9 +25,9 @@ use hyper::client::conn::http2;
 use hyper_util::rt::TokioIo;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use super::Target;
+use crate::clock::Tick;
 use crate::proxy::body::ProxyBody;
 
 thread_local! {
@@ -122,7 +122,7 @@ pub struct SendError {
 
 struct Idle {
     sender: SendRequest<ProxyBody>,
-    since: Instant,
+    since: Tick,
     peer: SocketAddr,
 }
 
@@ -206,13 +206,13 @@ impl Pool {
         if sender.is_closed() {
             return;
         }
-        let now = Instant::now();
+        let now = Tick::now();
         let mut slot = self.slot();
         let list = slot.list(dest);
         // The oldest entries sit at the front; drop those past the idle timeout.
         let stale = list
             .iter()
-            .take_while(|i| now.duration_since(i.since) >= self.key.idle_timeout)
+            .take_while(|i| now.since(i.since) >= self.key.idle_timeout)
             .count();
         list.drain(..stale);
         if list.len() < self.key.max_idle_per_target {

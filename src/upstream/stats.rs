@@ -7,13 +7,11 @@
 //! synthetic clock; [`now_ns`] is the real one.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
-/// Nanoseconds since the first call in this process (a monotonic clock).
+/// Nanoseconds on the monotonic clock (since boot; see [`crate::clock::Tick`]).
 pub fn now_ns() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    crate::clock::Tick::now().as_nanos()
 }
 
 #[derive(Debug, Default)]

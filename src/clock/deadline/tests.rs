@@ -1,0 +1,124 @@
+use std::future::{pending, Future};
+use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
+
+use super::{timeout, Elapsed, Table};
+
+/// How many waits the thread's table holds.
+fn waiting() -> usize {
+    Table::local().lock().slots.iter().flatten().count()
+}
+
+#[tokio::test]
+async fn a_wait_that_finishes_in_time_gives_its_output() {
+    assert_eq!(timeout(Duration::from_secs(1), async { 7 }).await, Ok(7));
+    let slow = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        "late but in time"
+    };
+    assert_eq!(
+        timeout(Duration::from_secs(1), slow).await,
+        Ok("late but in time")
+    );
+    assert_eq!(waiting(), 0, "finished waits leave the table");
+}
+
+#[tokio::test]
+async fn a_timeout_fires_at_its_deadline_and_not_before() {
+    let start = Instant::now();
+    let r = timeout(Duration::from_millis(60), pending::<()>()).await;
+    let took = start.elapsed();
+    assert_eq!(r, Err(Elapsed));
+    assert!(took >= Duration::from_millis(60), "{took:?}");
+    assert!(took < Duration::from_millis(400), "{took:?}");
+    assert_eq!(waiting(), 0);
+}
+
+#[tokio::test]
+async fn an_earlier_deadline_arriving_later_is_not_held_up() {
+    // The sweeper's timer is set for the long wait first.
+    let long = tokio::spawn(timeout(Duration::from_secs(30), pending::<()>()));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let start = Instant::now();
+    assert_eq!(
+        timeout(Duration::from_millis(50), pending::<()>()).await,
+        Err(Elapsed)
+    );
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(50) && took < Duration::from_millis(400),
+        "{took:?}"
+    );
+    assert_eq!(waiting(), 1, "the long wait is still there");
+    long.abort();
+    let _ = long.await;
+    assert_eq!(waiting(), 0, "an aborted wait leaves the table");
+}
+
+#[tokio::test]
+async fn many_waits_each_end_once_and_free_their_place() {
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        tasks.push(tokio::spawn(async move {
+            // Even ones finish in time, odd ones never do.
+            let work = async move {
+                if i % 2 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                } else {
+                    pending::<()>().await;
+                }
+            };
+            timeout(Duration::from_millis(40 + i % 7), work).await
+        }));
+    }
+    let mut ok = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = t.await.expect("task");
+        assert_eq!(r.is_ok(), i % 2 == 0, "wait {i}: {r:?}");
+        ok += usize::from(r.is_ok());
+    }
+    assert_eq!(ok, 100);
+    assert_eq!(waiting(), 0);
+    // Places are reused, not grown per wait.
+    assert!(Table::local().lock().slots.len() <= 200);
+    assert_eq!(timeout(Duration::from_secs(1), async { 1 }).await, Ok(1));
+    assert!(Table::local().lock().slots.len() <= 200);
+}
+
+#[tokio::test]
+async fn a_wait_dropped_after_waiting_leaves_the_table() {
+    let mut wait = Box::pin(timeout(Duration::from_millis(30), pending::<()>()));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(wait.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(waiting(), 1);
+    drop(wait);
+    assert_eq!(waiting(), 0);
+    // The sweeper, set for the dropped wait, finds nothing and goes idle;
+    // a later wait still gets its timeout.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        timeout(Duration::from_millis(20), pending::<()>()).await,
+        Err(Elapsed)
+    );
+}
+
+#[test]
+fn a_new_runtime_on_the_same_thread_gets_a_new_sweeper() {
+    for _ in 0..2 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let r = timeout(Duration::from_millis(20), pending::<()>()).await;
+            assert_eq!(r, Err(Elapsed));
+            // The sweeper is left set for nothing, then dropped with the runtime.
+            let _ = timeout(Duration::from_secs(60), async {}).await;
+        });
+        drop(rt);
+        assert!(
+            !Table::local().lock().running,
+            "the sweeper ended with its runtime"
+        );
+    }
+}
