@@ -147,7 +147,7 @@ impl Table {
         if !w.running {
             w.running = true;
             drop(w);
-            tokio::spawn(sweep(self));
+            tokio::spawn(sweep(self, Stopped(self)));
         } else if w.armed.is_none_or(|at| deadline < at) {
             // Noted as armed so that the waits after it do not ask again
             // before the sweeper has looked.
@@ -199,7 +199,8 @@ impl Waits {
 }
 
 /// Marks the table's sweeper as gone when its task ends (its runtime shut
-/// down), so that the next wait starts another.
+/// down), so that the next wait starts another. Given to the task as an
+/// argument, so that it also runs for a task dropped before its first poll.
 struct Stopped(&'static Table);
 
 impl Drop for Stopped {
@@ -212,8 +213,7 @@ impl Drop for Stopped {
 }
 
 /// The sweeper of `table`: wakes its waits as they run out.
-async fn sweep(table: &'static Table) {
-    let _stopped = Stopped(table);
+async fn sweep(table: &'static Table, _stopped: Stopped) {
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     loop {
@@ -225,10 +225,11 @@ async fn sweep(table: &'static Table) {
             next
         };
         if let Some(at) = next {
-            // Tick and tokio's Instant read the same clock.
-            sleep
-                .as_mut()
-                .reset(tokio::time::Instant::now() + at.since(Tick::now()));
+            // Tick and tokio's Instant read the same clock. A deadline
+            // days away (a timeout configured in years) is looked at again
+            // after a day rather than overflowing tokio's Instant.
+            let wait = at.since(Tick::now()).min(Duration::from_secs(86_400));
+            sleep.as_mut().reset(tokio::time::Instant::now() + wait);
         }
         // Until the timer fires (when it is set) or a wait asks for an
         // earlier one (or, with none set, for any): checked and parked

@@ -122,3 +122,47 @@ fn a_new_runtime_on_the_same_thread_gets_a_new_sweeper() {
         );
     }
 }
+
+#[test]
+fn a_sweeper_dropped_before_it_ran_is_replaced() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        // Registers (and spawns the sweeper), then ends before the
+        // sweeper's task is first polled.
+        let mut wait = Box::pin(timeout(Duration::from_secs(60), pending::<()>()));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        assert!(Table::local().lock().running);
+    });
+    drop(rt);
+    assert!(
+        !Table::local().lock().running,
+        "an unpolled sweeper counts as gone"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let r = timeout(Duration::from_millis(20), pending::<()>()).await;
+        assert_eq!(r, Err(Elapsed));
+    });
+}
+
+#[tokio::test]
+async fn a_timeout_of_years_waits_without_overflow() {
+    let years = Duration::from_secs(200 * 365 * 86_400);
+    assert_eq!(timeout(years, async { 3 }).await, Ok(3));
+    let never = tokio::spawn(timeout(years, pending::<()>()));
+    // The sweeper sets its timer for this wait, capped, and keeps running.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!never.is_finished());
+    assert_eq!(
+        timeout(Duration::from_millis(20), pending::<()>()).await,
+        Err(Elapsed)
+    );
+    never.abort();
+}
