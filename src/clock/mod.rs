@@ -7,7 +7,8 @@
 //! gateway nodes that share counters in Redis must agree on window
 //! boundaries, which only a synchronised wall clock gives them.
 //!
-//! [`Tick`] is the other clock here: monotonic, for timing requests.
+//! [`Tick`] is the other clock here: monotonic, for timing requests; and
+//! [`deadline`] times out waits on it without a tokio timer per wait.
 
 pub mod deadline;
 
@@ -65,7 +66,8 @@ impl Clock {
 /// the end), where `Instant` costs more. Its subtraction normalises two
 /// `timespec`s and checks the order (about 40 instructions, against one
 /// here), and a request takes four to eight of them; a reading is a vDSO
-/// call either way. Deadlines that tokio waits on stay `Instant`s.
+/// call either way. [`deadline`] keeps its deadlines as ticks; timers that
+/// tokio runs take `Instant`s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Tick(u64);
 
