@@ -4,6 +4,7 @@
 //! slot in between routing and the action.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -75,87 +76,95 @@ impl ConnInfo {
 static VIA: HeaderValue = HeaderValue::from_static("1.1 portcullis");
 
 /// Handles one request end to end; never fails (errors become JSON responses).
-pub async fn handle(
+#[allow(clippy::manual_async_fn)] // an `async fn` would copy its arguments
+pub fn handle<'a>(
     req: Request<Incoming>,
-    conn: &ConnInfo,
-    shared: &Shared,
-) -> Response<ResponseBody> {
-    let snap: Arc<Snapshot> = shared.snapshot.load_full();
-    let rid_name = &snap.settings.request_id_header;
-    let rid = request_id::from_client(req.headers().get(rid_name));
-    // gRPC and gRPC-Web clients get errors as a gRPC status, in their encoding.
-    let grpc = super::grpc_web::error_content_type(req.headers().get(header::CONTENT_TYPE));
-    // The log phase, set up only when the snapshot records something: the
-    // record is made once, in the allocation the response body will carry,
-    // and the pipeline fills it in place. Were the request abandoned before
-    // its response (the client went away), it is recorded as it drops.
-    let mut observed = snap.observe.active().then(|| {
-        if let Some(m) = &snap.observe.metrics {
-            m.in_flight.inc();
-        }
-        let mut record = Record {
-            on: true,
-            ..Record::default()
-        };
-        if let Some(t) = &snap.observe.tracer {
-            record.trace = Some(TraceContext::start(req.headers(), t));
-        }
-        let sampled = record.trace.as_ref().is_some_and(|t| t.sampled);
-        ObservedBody::new(Finish::new(
-            snap.clone(),
-            Start::new(&req, &snap.observe, sampled),
-            record,
-            rid.clone(),
-            conn.peer.ip(),
-            conn.listener,
-            conn.tls_version,
-        ))
-    });
-    // Without a log phase the pipeline still writes to a record; it is
-    // made only then (an empty one would still cost a drop).
-    let mut unrecorded = None;
-    let rec = match &mut observed {
-        Some(o) => o.record(),
-        None => unrecorded.insert(Record::default()),
-    };
-    let mut resp = match snap.listener(conn.listener) {
-        Some(listener) => match route_and_act(req, conn, &snap, listener, &rid, grpc, rec).await {
-            Ok(r) => r,
-            Err(e) => {
-                rec.error = Some(e.code);
-                render(e, grpc, &rid)
+    conn: &'a ConnInfo,
+    shared: &'a Shared,
+) -> impl Future<Output = Response<ResponseBody>> + 'a {
+    // Not an `async fn`: those copy each argument into the future's
+    // locals on the first poll, and the request is about 250 bytes (and
+    // stored twice in the future). See BENCHMARKS.md, "async fn arguments".
+    async move {
+        let snap: Arc<Snapshot> = shared.snapshot.load_full();
+        let rid_name = &snap.settings.request_id_header;
+        let rid = request_id::from_client(req.headers().get(rid_name));
+        // gRPC and gRPC-Web clients get errors as a gRPC status, in their encoding.
+        let grpc = super::grpc_web::error_content_type(req.headers().get(header::CONTENT_TYPE));
+        // The log phase, set up only when the snapshot records something: the
+        // record is made once, in the allocation the response body will carry,
+        // and the pipeline fills it in place. Were the request abandoned before
+        // its response (the client went away), it is recorded as it drops.
+        let mut observed = snap.observe.active().then(|| {
+            if let Some(m) = &snap.observe.metrics {
+                m.in_flight.inc();
             }
-        },
-        None => {
-            rec.error = Some("listener_closed");
-            GatewayError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "listener_closed",
-                "this listener was removed from the configuration; reconnect",
-            )
-            .closing()
-            .into_response(&rid)
+            let mut record = Record {
+                on: true,
+                ..Record::default()
+            };
+            if let Some(t) = &snap.observe.tracer {
+                record.trace = Some(TraceContext::start(req.headers(), t));
+            }
+            let sampled = record.trace.as_ref().is_some_and(|t| t.sampled);
+            ObservedBody::new(Finish::new(
+                snap.clone(),
+                Start::new(&req, &snap.observe, sampled),
+                record,
+                rid.clone(),
+                conn.peer.ip(),
+                conn.listener,
+                conn.tls_version,
+            ))
+        });
+        // Without a log phase the pipeline still writes to a record; it is
+        // made only then (an empty one would still cost a drop).
+        let mut unrecorded = None;
+        let rec = match &mut observed {
+            Some(o) => o.record(),
+            None => unrecorded.insert(Record::default()),
+        };
+        let mut resp = match snap.listener(conn.listener) {
+            Some(listener) => {
+                match route_and_act(req, conn, &snap, listener, &rid, grpc, rec).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        rec.error = Some(e.code);
+                        render(e, grpc, &rid)
+                    }
+                }
+            }
+            None => {
+                rec.error = Some("listener_closed");
+                GatewayError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "listener_closed",
+                    "this listener was removed from the configuration; reconnect",
+                )
+                .closing()
+                .into_response(&rid)
+            }
+        };
+        if let Some(mut o) = observed {
+            o.responded(resp.status().as_u16());
+            resp = resp.map(|b| b.observed(o));
         }
-    };
-    if let Some(mut o) = observed {
-        o.responded(resp.status().as_u16());
-        resp = resp.map(|b| b.observed(o));
-    }
-    let h = resp.headers_mut();
-    h.insert(rid_name.clone(), rid);
-    if snap.settings.via {
-        h.append(header::VIA, VIA.clone());
-    }
-    if conn.scheme == "https" {
-        let hsts = snap
-            .listener(conn.listener)
-            .and_then(|l| l.tls.as_ref())
-            .and_then(|t| t.hsts.clone());
-        if let Some(v) = hsts {
-            h.insert(header::STRICT_TRANSPORT_SECURITY, v);
+        let h = resp.headers_mut();
+        h.insert(rid_name.clone(), rid);
+        if snap.settings.via {
+            h.append(header::VIA, VIA.clone());
         }
+        if conn.scheme == "https" {
+            let hsts = snap
+                .listener(conn.listener)
+                .and_then(|l| l.tls.as_ref())
+                .and_then(|t| t.hsts.clone());
+            if let Some(v) = hsts {
+                h.insert(header::STRICT_TRANSPORT_SECURITY, v);
+            }
+        }
+        resp
     }
-    resp
 }
 
 /// The request's host for routing: the absolute-form authority wins over
@@ -306,167 +315,171 @@ fn check_request(req: &Request<Incoming>, listener: &Listener) -> Result<(), Gat
     Ok(())
 }
 
-async fn route_and_act(
+#[allow(clippy::manual_async_fn)] // an `async fn` would copy its arguments
+fn route_and_act<'a>(
     req: Request<Incoming>,
-    conn: &ConnInfo,
-    snap: &Snapshot,
-    listener: &Listener,
-    rid: &HeaderValue,
+    conn: &'a ConnInfo,
+    snap: &'a Snapshot,
+    listener: &'a Listener,
+    rid: &'a HeaderValue,
     grpc: Option<&'static str>,
-    rec: &mut Record,
-) -> Result<Response<ResponseBody>, GatewayError> {
-    check_request(&req, listener)?;
-    let host = request_host(&req)?;
-    if let Some(port) = listener.redirect_to_https {
-        return https_redirect(host.as_deref(), port, &req);
-    }
-    let path = normalize_path(req.uri().path());
-    // A WebSocket over HTTP/2 is routed like its HTTP/1.1 handshake, a GET.
-    let method = if req.method() == Method::CONNECT {
-        &Method::GET
-    } else {
-        req.method()
-    };
-    let input = RouteInput {
-        host: host.as_deref().unwrap_or(""),
-        path: &path,
-        method,
-        headers: req.headers(),
-        query: req.uri().query(),
-    };
-    let mut lookup = listener.router.lookup(&input);
-    // A CORS preflight is routed like the request it announces, unless a
-    // route takes OPTIONS itself.
-    if !matches!(lookup, Lookup::Found(_)) && cors::is_preflight(req.method(), req.headers()) {
-        let announced = req
-            .headers()
-            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
-            .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
-        if let Some(method) = announced {
-            let again = listener.router.lookup(&RouteInput {
-                method: &method,
-                ..input
-            });
-            if matches!(again, Lookup::Found(_)) {
-                lookup = again;
-            }
+    rec: &'a mut Record,
+) -> impl Future<Output = Result<Response<ResponseBody>, GatewayError>> + 'a {
+    // Not an `async fn`, for the reason given at `handle`.
+    async move {
+        check_request(&req, listener)?;
+        let host = request_host(&req)?;
+        if let Some(port) = listener.redirect_to_https {
+            return https_redirect(host.as_deref(), port, &req);
         }
-    }
-    let m = match lookup {
-        Lookup::Found(m) => m,
-        Lookup::NotFound => {
-            return Err(GatewayError::new(
-                StatusCode::NOT_FOUND,
-                "route_not_found",
-                "no route matches this request",
-            ))
-        }
-        Lookup::MethodNotAllowed(allowed) => {
-            let allow = allowed
-                .iter()
-                .map(Method::as_str)
-                .collect::<Vec<_>>()
-                .join(", ");
-            rec.error = Some("method_not_allowed");
-            let mut resp = GatewayError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{} is not allowed here; allowed: {allow}", req.method()),
-            )
-            .into_response(rid);
-            if let Ok(v) = HeaderValue::from_str(&allow) {
-                resp.headers_mut().insert(header::ALLOW, v);
-            }
-            return Ok(resp);
-        }
-    };
-    let route = &snap.routes[m.route as usize];
-    rec.route = Some(m.route);
-    let limit = route.max_body_size.unwrap_or(listener.limits.max_body_size);
-    // A request hyper found to have no body declares none worth checking.
-    let bodyless = http_body::Body::is_end_stream(req.body());
-    let declared = (!bodyless)
-        .then(|| req.headers().get(header::CONTENT_LENGTH))
-        .flatten()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        // Answered before the body is read, so no `100 Continue` is sent.
-        return Err(GatewayError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the request body is larger than {limit} bytes"),
-        )
-        .closing());
-    }
-    // Only bodies that exist are counted (no allocation for GET and the like).
-    let mut req = if rec.on && !bodyless {
-        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        rec.request_bytes = Some(count.clone());
-        req.map(|b| ClientBody::counted(b, count))
-    } else {
-        req.map(ClientBody::stream)
-    };
-    let mut body_limit = limit;
-    let mut extra = Vec::new();
-    let mut holds = Vec::new();
-    let pattern = m.path.map(|i| &route.paths[i as usize]);
-    if route.chain.is_empty() {
-        // Clients never get to claim an identity, plugins or not.
-        snap.identity_headers.apply(req.headers_mut(), None);
-    } else {
-        let mut cx = Access::new(
-            &mut req,
-            conn,
-            &listener.trusted_proxies,
-            &route.name,
-            &snap.consumers,
-            limit,
-            listener.limits.body_read_timeout,
-            grpc.is_some(),
-        );
-        cx.matched = pattern;
-        cx.tracing = rec.trace.is_some();
-        let outcome = route.chain.run(&mut cx).await;
-        body_limit = cx.body_limit;
-        extra = std::mem::take(&mut cx.response_headers);
-        holds = std::mem::take(&mut cx.holds);
-        rec.spans.append(&mut cx.spans);
-        let identity = cx.identity.take();
-        if let (true, Some(id)) = (rec.on, &identity) {
-            rec.consumer = id.consumer.as_ref().map(|c| c.name.clone());
-            rec.subject = Some(id.subject.clone());
-        }
-        let early = match outcome {
-            Ok(()) => {
-                snap.identity_headers
-                    .apply(req.headers_mut(), identity.as_ref());
-                None
-            }
-            Err(Stop::Reject(e)) => {
-                rec.error = Some(e.code);
-                Some(render(e, grpc, rid))
-            }
-            Err(Stop::Respond(r)) => Some(*r),
+        let path = normalize_path(req.uri().path());
+        // A WebSocket over HTTP/2 is routed like its HTTP/1.1 handshake, a GET.
+        let method = if req.method() == Method::CONNECT {
+            &Method::GET
+        } else {
+            req.method()
         };
-        if let Some(mut resp) = early {
-            add_headers(&mut resp, extra);
-            return Ok(resp);
+        let input = RouteInput {
+            host: host.as_deref().unwrap_or(""),
+            path: &path,
+            method,
+            headers: req.headers(),
+            query: req.uri().query(),
+        };
+        let mut lookup = listener.router.lookup(&input);
+        // A CORS preflight is routed like the request it announces, unless a
+        // route takes OPTIONS itself.
+        if !matches!(lookup, Lookup::Found(_)) && cors::is_preflight(req.method(), req.headers()) {
+            let announced = req
+                .headers()
+                .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+                .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
+            if let Some(method) = announced {
+                let again = listener.router.lookup(&RouteInput {
+                    method: &method,
+                    ..input
+                });
+                if matches!(again, Lookup::Found(_)) {
+                    lookup = again;
+                }
+            }
         }
+        let m = match lookup {
+            Lookup::Found(m) => m,
+            Lookup::NotFound => {
+                return Err(GatewayError::new(
+                    StatusCode::NOT_FOUND,
+                    "route_not_found",
+                    "no route matches this request",
+                ))
+            }
+            Lookup::MethodNotAllowed(allowed) => {
+                let allow = allowed
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                rec.error = Some("method_not_allowed");
+                let mut resp = GatewayError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{} is not allowed here; allowed: {allow}", req.method()),
+                )
+                .into_response(rid);
+                if let Ok(v) = HeaderValue::from_str(&allow) {
+                    resp.headers_mut().insert(header::ALLOW, v);
+                }
+                return Ok(resp);
+            }
+        };
+        let route = &snap.routes[m.route as usize];
+        rec.route = Some(m.route);
+        let limit = route.max_body_size.unwrap_or(listener.limits.max_body_size);
+        // A request hyper found to have no body declares none worth checking.
+        let bodyless = http_body::Body::is_end_stream(req.body());
+        let declared = (!bodyless)
+            .then(|| req.headers().get(header::CONTENT_LENGTH))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            // Answered before the body is read, so no `100 Continue` is sent.
+            return Err(GatewayError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {limit} bytes"),
+            )
+            .closing());
+        }
+        // Only bodies that exist are counted (no allocation for GET and the like).
+        let mut req = if rec.on && !bodyless {
+            let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            rec.request_bytes = Some(count.clone());
+            req.map(|b| ClientBody::counted(b, count))
+        } else {
+            req.map(ClientBody::stream)
+        };
+        let mut body_limit = limit;
+        let mut extra = Vec::new();
+        let mut holds = Vec::new();
+        let pattern = m.path.map(|i| &route.paths[i as usize]);
+        if route.chain.is_empty() {
+            // Clients never get to claim an identity, plugins or not.
+            snap.identity_headers.apply(req.headers_mut(), None);
+        } else {
+            let mut cx = Access::new(
+                &mut req,
+                conn,
+                &listener.trusted_proxies,
+                &route.name,
+                &snap.consumers,
+                limit,
+                listener.limits.body_read_timeout,
+                grpc.is_some(),
+            );
+            cx.matched = pattern;
+            cx.tracing = rec.trace.is_some();
+            let outcome = route.chain.run(&mut cx).await;
+            body_limit = cx.body_limit;
+            extra = std::mem::take(&mut cx.response_headers);
+            holds = std::mem::take(&mut cx.holds);
+            rec.spans.append(&mut cx.spans);
+            let identity = cx.identity.take();
+            if let (true, Some(id)) = (rec.on, &identity) {
+                rec.consumer = id.consumer.as_ref().map(|c| c.name.clone());
+                rec.subject = Some(id.subject.clone());
+            }
+            let early = match outcome {
+                Ok(()) => {
+                    snap.identity_headers
+                        .apply(req.headers_mut(), identity.as_ref());
+                    None
+                }
+                Err(Stop::Reject(e)) => {
+                    rec.error = Some(e.code);
+                    Some(render(e, grpc, rid))
+                }
+                Err(Stop::Respond(r)) => Some(*r),
+            };
+            if let Some(mut resp) = early {
+                add_headers(&mut resp, extra);
+                return Ok(resp);
+            }
+        }
+        let result = act(
+            req, conn, snap, listener, rid, route, pattern, body_limit, rec,
+        )
+        .await;
+        if extra.is_empty() && holds.is_empty() {
+            return result;
+        }
+        let mut resp = result.unwrap_or_else(|e| {
+            rec.error = Some(e.code);
+            render(e, grpc, rid)
+        });
+        add_headers(&mut resp, extra);
+        Ok(resp.map(|b| b.holding(holds)))
     }
-    let result = act(
-        req, conn, snap, listener, rid, route, pattern, body_limit, rec,
-    )
-    .await;
-    if extra.is_empty() && holds.is_empty() {
-        return result;
-    }
-    let mut resp = result.unwrap_or_else(|e| {
-        rec.error = Some(e.code);
-        render(e, grpc, rid)
-    });
-    add_headers(&mut resp, extra);
-    Ok(resp.map(|b| b.holding(holds)))
 }
 
 /// A gateway error as the client expects it (gRPC status or JSON).
@@ -495,82 +508,88 @@ fn add_headers(resp: &mut Response<ResponseBody>, extra: Vec<(HeaderName, Header
 
 /// Runs the route's action: respond, redirect or proxy (through a split).
 #[allow(clippy::too_many_arguments)]
-async fn act(
+#[allow(clippy::manual_async_fn)] // an `async fn` would copy its arguments
+fn act<'a>(
     req: Request<ClientBody>,
-    conn: &ConnInfo,
-    snap: &Snapshot,
-    listener: &Listener,
-    rid: &HeaderValue,
-    route: &Route,
-    pattern: Option<&PathPattern>,
+    conn: &'a ConnInfo,
+    snap: &'a Snapshot,
+    listener: &'a Listener,
+    rid: &'a HeaderValue,
+    route: &'a Route,
+    pattern: Option<&'a PathPattern>,
     limit: u64,
-    rec: &mut Record,
-) -> Result<Response<ResponseBody>, GatewayError> {
-    // Normalized again rather than carried over: the plugins held the
-    // request mutably in between (a scan; it allocates only if it changes).
-    let path = normalize_path(req.uri().path());
-    let (a, set_cookie) = match &route.action {
-        Action::Respond(a) => return Ok(actions::respond(a, pattern, &path)),
-        Action::Redirect(a) => return Ok(actions::redirect(a, pattern, &path, req.uri().query())),
-        Action::Proxy(a) => (a, None),
-        Action::Split(s) => {
-            let (i, by_weight) = s.choose(req.headers()).ok_or_else(|| {
-                GatewayError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no_healthy_upstream",
-                    "no upstream takes traffic here",
-                )
-            })?;
-            let (name, a) = &s.choices[i];
-            // A sticky split remembers a choice made by weight in its cookie.
-            let cookie = match (&s.cookie, s.sticky && by_weight) {
-                (Some(c), true) => {
-                    HeaderValue::from_str(&format!("{c}={name}; Path=/; HttpOnly; SameSite=Lax"))
-                        .ok()
-                }
-                _ => None,
-            };
-            (a, cookie)
+    rec: &'a mut Record,
+) -> impl Future<Output = Result<Response<ResponseBody>, GatewayError>> + 'a {
+    // Not an `async fn`, for the reason given at `handle`.
+    async move {
+        // Normalized again rather than carried over: the plugins held the
+        // request mutably in between (a scan; it allocates only if it changes).
+        let path = normalize_path(req.uri().path());
+        let (a, set_cookie) = match &route.action {
+            Action::Respond(a) => return Ok(actions::respond(a, pattern, &path)),
+            Action::Redirect(a) => {
+                return Ok(actions::redirect(a, pattern, &path, req.uri().query()))
+            }
+            Action::Proxy(a) => (a, None),
+            Action::Split(s) => {
+                let (i, by_weight) = s.choose(req.headers()).ok_or_else(|| {
+                    GatewayError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no_healthy_upstream",
+                        "no upstream takes traffic here",
+                    )
+                })?;
+                let (name, a) = &s.choices[i];
+                // A sticky split remembers a choice made by weight in its cookie.
+                let cookie = match (&s.cookie, s.sticky && by_weight) {
+                    (Some(c), true) => HeaderValue::from_str(&format!(
+                        "{c}={name}; Path=/; HttpOnly; SameSite=Lax"
+                    ))
+                    .ok(),
+                    _ => None,
+                };
+                (a, cookie)
+            }
+        };
+        let strip = if a.strip_prefix {
+            pattern
+                .and_then(|p| p.captures(&path))
+                .map_or(0, |(_, n)| n)
+        } else {
+            0
+        };
+        // Only a hash on a path capture needs the path after the request moves on.
+        let capture_path = match a.upstream.balancer.hash_key() {
+            Some(HashKey::Capture(_)) => Some(path.to_string()),
+            _ => None,
+        };
+        // `None`: the client's path goes up unchanged (no copy needed).
+        let upstream_path = match (&path, strip) {
+            (Cow::Borrowed(_), 0) => None,
+            _ => Some(match &path[strip..] {
+                p if p.starts_with('/') => p.to_string(),
+                // A regex may end mid-segment; keep the path absolute.
+                p => format!("/{p}"),
+            }),
+        };
+        let mut resp = forward::forward(
+            req,
+            forward::Forward {
+                action: a,
+                listener,
+                conn,
+                snap,
+                rid,
+                path: upstream_path.as_deref(),
+                body_limit: limit,
+                matched: (pattern, capture_path.as_deref().unwrap_or("")),
+                record: rec,
+            },
+        )
+        .await?;
+        if let Some(c) = set_cookie {
+            resp.headers_mut().append(header::SET_COOKIE, c);
         }
-    };
-    let strip = if a.strip_prefix {
-        pattern
-            .and_then(|p| p.captures(&path))
-            .map_or(0, |(_, n)| n)
-    } else {
-        0
-    };
-    // Only a hash on a path capture needs the path after the request moves on.
-    let capture_path = match a.upstream.balancer.hash_key() {
-        Some(HashKey::Capture(_)) => Some(path.to_string()),
-        _ => None,
-    };
-    // `None`: the client's path goes up unchanged (no copy needed).
-    let upstream_path = match (&path, strip) {
-        (Cow::Borrowed(_), 0) => None,
-        _ => Some(match &path[strip..] {
-            p if p.starts_with('/') => p.to_string(),
-            // A regex may end mid-segment; keep the path absolute.
-            p => format!("/{p}"),
-        }),
-    };
-    let mut resp = forward::forward(
-        req,
-        forward::Forward {
-            action: a,
-            listener,
-            conn,
-            snap,
-            rid,
-            path: upstream_path.as_deref(),
-            body_limit: limit,
-            matched: (pattern, capture_path.as_deref().unwrap_or("")),
-            record: rec,
-        },
-    )
-    .await?;
-    if let Some(c) = set_cookie {
-        resp.headers_mut().append(header::SET_COOKIE, c);
+        Ok(resp)
     }
-    Ok(resp)
 }

@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -312,7 +313,9 @@ impl Pool {
             let cached = if fresh { None } else { self.h2_cached(&dest) };
             let mut sender = match cached {
                 Some(s) => s,
-                None => match self.connect_h2(target, &dest).await {
+                // Boxed: connecting is rare, and its futures (TLS, handshake)
+                // would otherwise make every request's future larger.
+                None => match Box::pin(self.connect_h2(target, &dest)).await {
                     Ok(s) => s,
                     Err(error) => {
                         return Err(SendError {
@@ -387,70 +390,79 @@ impl Pool {
     /// retried on another connection, since it was never sent; one it took but
     /// never answered is replayed on another connection only when it is
     /// `replayable` (idempotent with an empty body), as nginx and Envoy do.
-    pub async fn send(
-        self: &Arc<Self>,
-        target: &Target,
+    #[allow(clippy::manual_async_fn)] // an `async fn` would copy its arguments
+    pub fn send<'a>(
+        self: &'a Arc<Self>,
+        target: &'a Target,
         mut req: Request<ProxyBody>,
         replayable: bool,
-    ) -> Result<Response<PooledBody>, SendError> {
-        if self.key.http2 {
-            return self.send_h2(target, req).await;
-        }
-        let mut reuse_attempts = 0;
-        loop {
-            let dest = match target.resolved.as_ref().and_then(|r| r.pick()) {
-                Some(a) => Dest::Resolved(a),
-                None => Dest::Configured(target.address.clone()),
-            };
-            let pooled = if reuse_attempts < 3 {
-                self.checkout(&dest)
-            } else {
-                None
-            };
-            let ((mut sender, peer), reused) = match pooled {
-                Some(s) => (s, true),
-                None => match self.connect(target, &dest).await {
-                    Ok(s) => (s, false),
-                    Err(error) => {
-                        return Err(SendError {
-                            error,
-                            unsent: Some(req),
-                        })
-                    }
-                },
-            };
-            reuse_attempts += usize::from(reused);
-            if sender.ready().await.is_err() {
-                if reused {
-                    continue;
-                }
-                let error = UpstreamError::Connect(std::io::Error::from(
-                    std::io::ErrorKind::ConnectionReset,
-                ));
-                return Err(SendError {
-                    error,
-                    unsent: Some(req),
-                });
+    ) -> impl Future<Output = Result<Response<PooledBody>, SendError>> + 'a {
+        // Not an `async fn`: those copy each argument into the future's
+        // locals on the first poll, and a request is about 250 bytes.
+        async move {
+            if self.key.http2 {
+                // Boxed so that HTTP/1 requests' futures do not carry its size.
+                return Box::pin(self.send_h2(target, req)).await;
             }
-            let replay = (reused && replayable).then(|| copy_head(&req));
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let ret = Some((self.clone(), dest, sender, peer));
-                    return Ok(resp.map(|body| PooledBody { body, ret }));
+            let mut reuse_attempts = 0;
+            loop {
+                let dest = match target.resolved.as_ref().and_then(|r| r.pick()) {
+                    Some(a) => Dest::Resolved(a),
+                    None => Dest::Configured(target.address.clone()),
+                };
+                let pooled = if reuse_attempts < 3 {
+                    self.checkout(&dest)
+                } else {
+                    None
+                };
+                let ((mut sender, peer), reused) = match pooled {
+                    Some(s) => (s, true),
+                    // Boxed: a new connection is the rare case, and its futures
+                    // (TCP, TLS, handshake: about 3.5 KB) would otherwise be part
+                    // of every request's future, held for each client connection.
+                    None => match Box::pin(self.connect(target, &dest)).await {
+                        Ok(s) => (s, false),
+                        Err(error) => {
+                            return Err(SendError {
+                                error,
+                                unsent: Some(req),
+                            })
+                        }
+                    },
+                };
+                reuse_attempts += usize::from(reused);
+                if sender.ready().await.is_err() {
+                    if reused {
+                        continue;
+                    }
+                    let error = UpstreamError::Connect(std::io::Error::from(
+                        std::io::ErrorKind::ConnectionReset,
+                    ));
+                    return Err(SendError {
+                        error,
+                        unsent: Some(req),
+                    });
                 }
-                Err(mut e) => match (e.take_message(), replay) {
-                    (Some(unsent), _) if reused => req = unsent,
-                    (None, Some(copy)) if stale_symptom(e.error()) => {
-                        tracing::debug!(target = %target.address, "pooled connection closed under a request; replaying it");
-                        req = copy;
+                let replay = (reused && replayable).then(|| copy_head(&req));
+                match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        let ret = Some((self.clone(), dest, sender, peer));
+                        return Ok(resp.map(|body| PooledBody { body, ret }));
                     }
-                    (unsent, _) => {
-                        return Err(SendError {
-                            error: UpstreamError::Http(e.into_error()),
-                            unsent,
-                        })
-                    }
-                },
+                    Err(mut e) => match (e.take_message(), replay) {
+                        (Some(unsent), _) if reused => req = unsent,
+                        (None, Some(copy)) if stale_symptom(e.error()) => {
+                            tracing::debug!(target = %target.address, "pooled connection closed under a request; replaying it");
+                            req = copy;
+                        }
+                        (unsent, _) => {
+                            return Err(SendError {
+                                error: UpstreamError::Http(e.into_error()),
+                                unsent,
+                            })
+                        }
+                    },
+                }
             }
         }
     }
