@@ -8,13 +8,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 use http::{Method, Request, Uri, Version};
 
 use super::access_log::Entry;
 use super::span::{unix_ns_at, AttrValue, ChildSpan, SpanData, SpanKind, TraceContext};
 use super::Observe;
 use crate::clock::Tick;
+use crate::proxy::arrival::Arrival;
 use crate::snapshot::{ListenerKey, Snapshot};
 
 /// What the pipeline found out about a request, for the log phase.
@@ -75,15 +76,20 @@ impl Start {
     /// Notes the request's arrival; copies what the access log needs only
     /// when there is one. `sampled`: the request's spans will be exported
     /// (they carry the path).
-    pub fn new<B>(req: &Request<B>, observe: &Observe, sampled: bool) -> Start {
+    pub fn new<B>(
+        req: &Request<B>,
+        arrival: &Arrival<'_>,
+        observe: &Observe,
+        sampled: bool,
+    ) -> Start {
         let extras = match &observe.access_log {
             Some(log) => Some(Extras {
                 uri: req.uri().clone(),
                 host: match req.uri().authority() {
                     Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-                    None => req.headers().get(header::HOST).cloned(),
+                    None => arrival.host.cloned(),
                 },
-                user_agent: req.headers().get(header::USER_AGENT).cloned(),
+                user_agent: arrival.user_agent.cloned(),
                 headers: log
                     .headers
                     .iter()

@@ -6,7 +6,6 @@ use std::cell::Cell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderName, HeaderValue};
-use http::HeaderMap;
 
 use super::otlp::Exporter;
 use crate::clock::Tick;
@@ -249,18 +248,21 @@ pub struct TraceContext {
 
 impl TraceContext {
     /// Continues the caller's trace, or starts one (a malformed
-    /// `traceparent` starts a new trace, as the spec requires).
-    pub fn start(headers: &HeaderMap, tracer: &Tracer) -> TraceContext {
-        let incoming = headers
-            .get(&TRACEPARENT)
-            .and_then(|v| parse_traceparent(v.as_bytes()));
+    /// `traceparent` starts a new trace, as the spec requires). Takes the
+    /// request's first `traceparent` and `tracestate` values.
+    pub fn start(
+        traceparent: Option<&HeaderValue>,
+        tracestate: Option<&HeaderValue>,
+        tracer: &Tracer,
+    ) -> TraceContext {
+        let incoming = traceparent.and_then(|v| parse_traceparent(v.as_bytes()));
         match incoming {
             Some((trace_id, parent, flags)) => TraceContext {
                 trace_id,
                 span_id: new_span_id(),
                 parent: Some(parent),
                 sampled: flags & 1 == 1,
-                trace_state: headers.get(&TRACESTATE).filter(|v| v.len() <= 512).cloned(),
+                trace_state: tracestate.filter(|v| v.len() <= 512).cloned(),
             },
             None => {
                 let trace_id = new_trace_id();

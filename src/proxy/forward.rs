@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::clock::{deadline, Tick};
 
+use super::arrival::Seen;
 use super::body::{
     empty, BodyError, ClientBody, FailureSlot, GuardedBody, ProxyBody, ResponseBody,
 };
@@ -63,6 +64,9 @@ pub struct Forward<'a> {
     pub matched: (Option<&'a PathPattern>, &'a str),
     /// The request's record for the log phase (upstream, timing, spans).
     pub record: &'a mut Record,
+    /// The headers as they arrived, when nothing changed them since (no
+    /// plugins ran); `None` looks again.
+    pub seen: Option<Seen>,
 }
 
 fn timeout_error(what: &str) -> GatewayError {
@@ -131,7 +135,10 @@ pub fn forward(
     // on the first poll (see `pipeline::handle`).
     async move {
         // Which headers below need a lookup, after the plugins had their say.
-        let census = Census::of(req.headers());
+        let (census, seen_host) = match f.seen {
+            Some(s) => (s.census, Some(s.host)),
+            None => (Census::of(req.headers()), None),
+        };
         // A WebSocket upgrade keeps its upgrade headers and, on `101`, is bridged.
         // Over HTTP/2 (extended CONNECT) there is no protocol header to keep:
         // the upstream gets a fresh HTTP/1.1 handshake.
@@ -210,7 +217,10 @@ pub fn forward(
         };
         let client_host: Option<HeaderValue> = match parts.uri.authority() {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => parts.headers.get(header::HOST).cloned(),
+            None => match seen_host {
+                Some(host) => host,
+                None => parts.headers.get(header::HOST).cloned(),
+            },
         };
         // Origin-form on the wire; the target is chosen by the connection.
         parts.uri = Uri::from(pq);

@@ -21,7 +21,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// One name against the hop-by-hop list, by its text: a match on strings
 /// compiles to a switch on the length and one comparison, where comparing
 /// with each `HeaderName` in turn took nine.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"

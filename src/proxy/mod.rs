@@ -2,6 +2,7 @@
 //! the upstream. See `pipeline` for the phase order.
 
 pub mod actions;
+pub mod arrival;
 pub mod body;
 pub mod errors;
 pub mod forward;

@@ -14,6 +14,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use super::arrival::{Arrival, Seen};
 use super::body::{ClientBody, ObservedBody, ResponseBody};
 use super::errors::GatewayError;
 use super::{actions, forward, request_id};
@@ -88,9 +89,10 @@ pub fn handle<'a>(
     async move {
         let snap: Arc<Snapshot> = shared.snapshot.load_full();
         let rid_name = &snap.settings.request_id_header;
-        let rid = request_id::from_client(req.headers().get(rid_name));
+        let arrival = Arrival::of(req.headers(), rid_name);
+        let rid = request_id::from_client(arrival.request_id);
         // gRPC and gRPC-Web clients get errors as a gRPC status, in their encoding.
-        let grpc = super::grpc_web::error_content_type(req.headers().get(header::CONTENT_TYPE));
+        let grpc = super::grpc_web::error_content_type(arrival.content_type);
         // The log phase, set up only when the snapshot records something: the
         // record is made once, in the allocation the response body will carry,
         // and the pipeline fills it in place. Were the request abandoned before
@@ -104,12 +106,16 @@ pub fn handle<'a>(
                 ..Record::default()
             };
             if let Some(t) = &snap.observe.tracer {
-                record.trace = Some(TraceContext::start(req.headers(), t));
+                record.trace = Some(TraceContext::start(
+                    arrival.traceparent,
+                    arrival.tracestate,
+                    t,
+                ));
             }
             let sampled = record.trace.as_ref().is_some_and(|t| t.sampled);
             ObservedBody::new(Finish::new(
                 snap.clone(),
-                Start::new(&req, &snap.observe, sampled),
+                Start::new(&req, &arrival, &snap.observe, sampled),
                 record,
                 rid.clone(),
                 conn.peer.ip(),
@@ -119,6 +125,7 @@ pub fn handle<'a>(
         });
         // Without a log phase the pipeline still writes to a record; it is
         // made only then (an empty one would still cost a drop).
+        let seen = arrival.seen();
         let mut unrecorded = None;
         let rec = match &mut observed {
             Some(o) => o.record(),
@@ -126,7 +133,7 @@ pub fn handle<'a>(
         };
         let mut resp = match snap.listener(conn.listener) {
             Some(listener) => {
-                match route_and_act(req, conn, &snap, listener, &rid, grpc, rec).await {
+                match route_and_act(req, seen, conn, &snap, listener, &rid, grpc, rec).await {
                     Ok(r) => r,
                     Err(e) => {
                         rec.error = Some(e.code);
@@ -169,18 +176,19 @@ pub fn handle<'a>(
 
 /// The request's host for routing: the absolute-form authority wins over
 /// `Host` (RFC 9112 §3.2.2); lowercase, without port.
-fn request_host(req: &Request<Incoming>) -> Result<Option<Cow<'_, str>>, GatewayError> {
+fn request_host<'r>(
+    req: &'r Request<Incoming>,
+    seen: &'r Seen,
+) -> Result<Option<Cow<'r, str>>, GatewayError> {
     let bad =
         |m: &str| GatewayError::new(StatusCode::BAD_REQUEST, "bad_host", m.to_string()).closing();
     let raw: Option<&str> = if let Some(a) = req.uri().authority() {
         Some(a.as_str())
     } else {
-        let mut hosts = req.headers().get_all(header::HOST).iter();
-        let first = hosts.next();
-        if hosts.next().is_some() {
+        if seen.more_hosts {
             return Err(bad("more than one Host header"));
         }
-        match first {
+        match &seen.host {
             Some(v) => Some(
                 v.to_str()
                     .map_err(|_| bad("Host header is not valid text"))?,
@@ -258,7 +266,11 @@ fn https_redirect(
 }
 
 /// Rejects request shapes the gateway does not accept, before routing.
-fn check_request(req: &Request<Incoming>, listener: &Listener) -> Result<(), GatewayError> {
+fn check_request(
+    req: &Request<Incoming>,
+    seen: &Seen,
+    listener: &Listener,
+) -> Result<(), GatewayError> {
     // WebSocket over HTTP/2 is the one CONNECT accepted (RFC 8441).
     let websocket_h2 = listener.limits.websocket && super::upgrade::is_extended_connect(req);
     if req.method() == Method::CONNECT && !websocket_h2 {
@@ -272,20 +284,8 @@ fn check_request(req: &Request<Incoming>, listener: &Listener) -> Result<(), Gat
     // would reach the upstream re-framed but still coded, so refuse it.
     // HTTP/1 framing only: HTTP/2 has no Transfer-Encoding (hyper refuses it).
     let http1 = req.version() <= Version::HTTP_11;
-    if let Some(te) = req
-        .headers()
-        .get(header::TRANSFER_ENCODING)
-        .filter(|_| http1)
-    {
-        let plain = te.as_bytes().eq_ignore_ascii_case(b"chunked");
-        if !plain
-            || req
-                .headers()
-                .get_all(header::TRANSFER_ENCODING)
-                .iter()
-                .count()
-                > 1
-        {
+    if let Some(plain) = seen.transfer_encoding.filter(|_| http1) {
+        if !plain {
             return Err(GatewayError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_framing",
@@ -316,8 +316,10 @@ fn check_request(req: &Request<Incoming>, listener: &Listener) -> Result<(), Gat
 }
 
 #[allow(clippy::manual_async_fn)] // an `async fn` would copy its arguments
+#[allow(clippy::too_many_arguments)]
 fn route_and_act<'a>(
     req: Request<Incoming>,
+    seen: Seen,
     conn: &'a ConnInfo,
     snap: &'a Snapshot,
     listener: &'a Listener,
@@ -327,8 +329,8 @@ fn route_and_act<'a>(
 ) -> impl Future<Output = Result<Response<ResponseBody>, GatewayError>> + 'a {
     // Not an `async fn`, for the reason given at `handle`.
     async move {
-        check_request(&req, listener)?;
-        let host = request_host(&req)?;
+        check_request(&req, &seen, listener)?;
+        let host = request_host(&req, &seen)?;
         if let Some(port) = listener.redirect_to_https {
             return https_redirect(host.as_deref(), port, &req);
         }
@@ -466,8 +468,10 @@ fn route_and_act<'a>(
                 return Ok(resp);
             }
         }
+        // What arrived still holds when no plugin had the request.
+        let seen = route.chain.is_empty().then_some(seen);
         let result = act(
-            req, conn, snap, listener, rid, route, pattern, body_limit, rec,
+            req, seen, conn, snap, listener, rid, route, pattern, body_limit, rec,
         )
         .await;
         if extra.is_empty() && holds.is_empty() {
@@ -511,6 +515,7 @@ fn add_headers(resp: &mut Response<ResponseBody>, extra: Vec<(HeaderName, Header
 #[allow(clippy::manual_async_fn)] // an `async fn` would copy its arguments
 fn act<'a>(
     req: Request<ClientBody>,
+    seen: Option<Seen>,
     conn: &'a ConnInfo,
     snap: &'a Snapshot,
     listener: &'a Listener,
@@ -584,6 +589,7 @@ fn act<'a>(
                 body_limit: limit,
                 matched: (pattern, capture_path.as_deref().unwrap_or("")),
                 record: rec,
+                seen,
             },
         )
         .await?;
