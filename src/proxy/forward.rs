@@ -10,7 +10,6 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use tokio::time::Instant;
 
 use crate::clock::{deadline, Tick};
 
@@ -349,7 +348,7 @@ pub fn forward(
             (t, g) => t.or(g),
         };
         // The clock is read only when a deadline or the log phase needs it.
-        let now = limit.is_some().then(Instant::now);
+        let now = limit.is_some().then(Tick::now);
         let call = Call {
             a,
             key: &key,
@@ -374,7 +373,7 @@ pub fn forward(
             &mut last,
         );
         let result = match call.deadline {
-            Some(d) => tokio::time::timeout_at(d, exchange)
+            Some(d) => deadline::timeout_at(d, exchange)
                 .await
                 .unwrap_or_else(|_| Err(timeout_error("answer"))),
             None => exchange.await,
@@ -465,7 +464,7 @@ struct Call<'a> {
     preserved_host: Option<HeaderValue>,
     stale_replayable: bool,
     retry_replayable: bool,
-    deadline: Option<Instant>,
+    deadline: Option<Tick>,
     /// The request body's own record of why it failed (HTTP/2 upstreams).
     body_failure: Option<FailureSlot>,
 }
@@ -714,7 +713,7 @@ fn finish(
     resp: Response<PooledBody>,
     held: Held,
     read: Duration,
-    deadline: Option<Instant>,
+    deadline: Option<Tick>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);

@@ -2,7 +2,8 @@ use std::future::{pending, Future};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use super::{timeout, Elapsed, Table};
+use super::{timeout, timeout_at, Elapsed, Table, Wait};
+use crate::clock::Tick;
 
 /// A runtime of its own, for the tests that drop one on this thread.
 fn runtime() -> tokio::runtime::Runtime {
@@ -162,4 +163,48 @@ async fn a_timeout_of_years_waits_without_overflow() {
         Err(Elapsed)
     );
     never.abort();
+}
+
+#[tokio::test]
+async fn a_hand_polled_wait_is_ready_at_its_deadline_and_leaves_when_dropped() {
+    let start = Instant::now();
+    let mut wait = Wait::until(Tick::now() + Duration::from_millis(60));
+    // Not noted anywhere until polled.
+    assert_eq!(waiting(), 0);
+    std::future::poll_fn(|cx| wait.poll_elapsed(cx)).await;
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(60), "{took:?}");
+    assert!(took < Duration::from_millis(400), "{took:?}");
+    // Polled again after its deadline, it stays ready without waiting.
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(wait.poll_elapsed(&mut cx).is_ready());
+    assert_eq!(waiting(), 1, "kept until dropped");
+    drop(wait);
+    assert_eq!(waiting(), 0);
+
+    // A wait replaced before its deadline (a body that made progress)
+    // leaves the table, and the new one alone is noted.
+    let mut first = Wait::until(Tick::now() + Duration::from_secs(30));
+    assert!(first.poll_elapsed(&mut cx).is_pending());
+    assert_eq!(waiting(), 1);
+    first = Wait::until(Tick::now() + Duration::from_millis(30));
+    assert_eq!(waiting(), 0, "the replaced wait left");
+    let start = Instant::now();
+    std::future::poll_fn(|cx| first.poll_elapsed(cx)).await;
+    assert!(start.elapsed() >= Duration::from_millis(30));
+}
+
+#[tokio::test]
+async fn a_deadline_already_past_times_out_at_once() {
+    let start = Instant::now();
+    let r = timeout_at(Tick::now(), pending::<()>()).await;
+    assert_eq!(r, Err(Elapsed));
+    assert!(start.elapsed() < Duration::from_millis(400));
+    let mut wait = Wait::until(Tick::now());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        wait.poll_elapsed(&mut cx).is_ready(),
+        "no table entry needed"
+    );
+    assert_eq!(waiting(), 0);
 }
