@@ -41,19 +41,19 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// only `Connection: keep-alive` (or `close`), so one pass over the names
 /// decides what to do.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let (mut found, mut only_connection) = (false, true);
-    for k in headers.keys().filter(|k| is_hop_by_hop(k)) {
+    // Names and values in the one pass: whether `Connection` names other
+    // headers is known without looking it up again.
+    let (mut found, mut only_plain_connection) = (false, true);
+    for (k, v) in headers.iter().filter(|(k, _)| is_hop_by_hop(k)) {
         found = true;
-        only_connection &= k == header::CONNECTION;
+        only_plain_connection &= k == header::CONNECTION
+            && (v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
+                || v.as_bytes().eq_ignore_ascii_case(b"close"));
     }
     if !found {
         return;
     }
-    let plain = |v: &HeaderValue| {
-        v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
-            || v.as_bytes().eq_ignore_ascii_case(b"close")
-    };
-    if only_connection && headers.get_all(header::CONNECTION).iter().all(plain) {
+    if only_plain_connection {
         headers.remove(header::CONNECTION);
         return;
     }

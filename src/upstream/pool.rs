@@ -124,7 +124,6 @@ pub struct SendError {
 struct Idle {
     sender: SendRequest<ProxyBody>,
     since: Tick,
-    peer: SocketAddr,
 }
 
 /// Idle connections of one worker, by target address.
@@ -192,18 +191,18 @@ impl Pool {
     }
 
     /// The most recently used live idle connection to `address`, if any.
-    fn checkout(&self, dest: &Dest) -> Option<(SendRequest<ProxyBody>, SocketAddr)> {
+    fn checkout(&self, dest: &Dest) -> Option<SendRequest<ProxyBody>> {
         let mut slot = self.slot();
         let list = slot.list(dest);
         while let Some(idle) = list.pop() {
             if !idle.sender.is_closed() && idle.since.elapsed() < self.key.idle_timeout {
-                return Some((idle.sender, idle.peer));
+                return Some(idle.sender);
             }
         }
         None
     }
 
-    fn checkin(&self, dest: &Dest, sender: SendRequest<ProxyBody>, peer: SocketAddr) {
+    fn checkin(&self, dest: &Dest, sender: SendRequest<ProxyBody>) {
         if sender.is_closed() {
             return;
         }
@@ -217,11 +216,7 @@ impl Pool {
             .count();
         list.drain(..stale);
         if list.len() < self.key.max_idle_per_target {
-            list.push(Idle {
-                sender,
-                since: now,
-                peer,
-            });
+            list.push(Idle { sender, since: now });
         }
     }
 
@@ -229,14 +224,12 @@ impl Pool {
         &self,
         target: &Target,
         dest: &Dest,
-    ) -> Result<(SendRequest<ProxyBody>, SocketAddr), UpstreamError> {
+    ) -> Result<SendRequest<ProxyBody>, UpstreamError> {
         let stream = self.tcp_connect(target, dest).await?;
-        let peer = stream.peer_addr().map_err(UpstreamError::Connect)?;
-        let sender = match &self.tls {
-            None => http_handshake(stream).await?,
-            Some(tls) => http_handshake(self.tls_connect(tls, target, stream).await?).await?,
-        };
-        Ok((sender, peer))
+        match &self.tls {
+            None => http_handshake(stream).await,
+            Some(tls) => http_handshake(self.tls_connect(tls, target, stream).await?).await,
+        }
     }
 
     /// Connects TCP to `dest` within the connect timeout. A resolved address
@@ -415,7 +408,7 @@ impl Pool {
                 } else {
                     None
                 };
-                let ((mut sender, peer), reused) = match pooled {
+                let (mut sender, reused) = match pooled {
                     Some(s) => (s, true),
                     // Boxed: a new connection is the rare case, and its futures
                     // (TCP, TLS, handshake: about 3.5 KB) would otherwise be part
@@ -446,7 +439,7 @@ impl Pool {
                 let replay = (reused && replayable).then(|| copy_head(&req));
                 match sender.try_send_request(req).await {
                     Ok(resp) => {
-                        let ret = Some((self.clone(), dest, sender, peer));
+                        let ret = Some((self.clone(), dest, sender));
                         return Ok(resp.map(|body| PooledBody { body, ret }));
                     }
                     Err(mut e) => match (e.take_message(), replay) {
@@ -489,7 +482,7 @@ pub fn copy_head(req: &Request<ProxyBody>) -> Request<ProxyBody> {
 /// the connection to the pool.
 pub struct PooledBody {
     body: Incoming,
-    ret: Option<(Arc<Pool>, Dest, SendRequest<ProxyBody>, SocketAddr)>,
+    ret: Option<(Arc<Pool>, Dest, SendRequest<ProxyBody>)>,
 }
 
 impl PooledBody {
@@ -499,8 +492,8 @@ impl PooledBody {
     }
 
     fn release(&mut self) {
-        if let Some((pool, dest, sender, peer)) = self.ret.take() {
-            pool.checkin(&dest, sender, peer);
+        if let Some((pool, dest, sender)) = self.ret.take() {
+            pool.checkin(&dest, sender);
         }
     }
 }
