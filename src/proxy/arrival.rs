@@ -7,7 +7,7 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::headers::{is_hop_by_hop, Census};
+use super::headers::Census;
 
 /// What one pass over a request's headers found; borrowed from the request
 /// while it is still whole (before routing).
@@ -38,7 +38,6 @@ impl<'h> Arrival<'h> {
     /// ID header's name.
     pub fn of(headers: &'h HeaderMap, request_id: &HeaderName) -> Arrival<'h> {
         let mut a = Arrival::default();
-        let c = &mut a.census;
         let first = |slot: &mut Option<&'h HeaderValue>, v: &'h HeaderValue| {
             slot.get_or_insert(v);
         };
@@ -56,26 +55,16 @@ impl<'h> Arrival<'h> {
                 "user-agent" => first(&mut a.user_agent, v),
                 "traceparent" => first(&mut a.traceparent, v),
                 "tracestate" => {
-                    c.tracestate = true;
                     first(&mut a.tracestate, v);
+                    a.census.note(k);
                 }
                 "transfer-encoding" => {
                     // More than one is refused like any other coding.
                     let plain = v.as_bytes().eq_ignore_ascii_case(b"chunked");
                     a.transfer_encoding = Some(a.transfer_encoding.is_none() && plain);
-                    c.hop_by_hop = true;
+                    a.census.note(k);
                 }
-                "te" => {
-                    c.te = true;
-                    c.hop_by_hop = true;
-                }
-                "expect" => c.expect = true,
-                "grpc-timeout" => c.grpc_timeout = true,
-                "upgrade" => {
-                    c.upgrade = true;
-                    c.hop_by_hop = true;
-                }
-                _ => c.hop_by_hop |= is_hop_by_hop(k),
+                _ => a.census.note(k),
             }
         }
         a

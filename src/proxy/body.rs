@@ -6,11 +6,12 @@ use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use crate::clock::deadline::Wait;
-use crate::clock::Tick;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+
+use crate::clock::deadline::Wait;
+use crate::clock::Tick;
 
 /// Errors carried inside bodies; any error type may appear in the chain.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -21,7 +21,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// One name against the hop-by-hop list, by its text: a match on strings
 /// compiles to a switch on the length and one comparison, where comparing
 /// with each `HeaderName` in turn took nine.
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -100,22 +100,28 @@ impl Census {
     pub fn of(headers: &HeaderMap) -> Census {
         let mut c = Census::default();
         for k in headers.keys() {
-            match k.as_str() {
-                "te" => {
-                    c.te = true;
-                    c.hop_by_hop = true;
-                }
-                "expect" => c.expect = true,
-                "grpc-timeout" => c.grpc_timeout = true,
-                "tracestate" => c.tracestate = true,
-                "upgrade" => {
-                    c.upgrade = true;
-                    c.hop_by_hop = true;
-                }
-                _ => c.hop_by_hop |= is_hop_by_hop(k),
-            }
+            c.note(k);
         }
         c
+    }
+
+    /// Counts one header name in (the pass of [`Census::of`], or of
+    /// `arrival::Arrival::of`).
+    pub fn note(&mut self, k: &HeaderName) {
+        match k.as_str() {
+            "te" => {
+                self.te = true;
+                self.hop_by_hop = true;
+            }
+            "expect" => self.expect = true,
+            "grpc-timeout" => self.grpc_timeout = true,
+            "tracestate" => self.tracestate = true,
+            "upgrade" => {
+                self.upgrade = true;
+                self.hop_by_hop = true;
+            }
+            _ => self.hop_by_hop |= is_hop_by_hop(k),
+        }
     }
 }
 
