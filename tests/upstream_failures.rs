@@ -137,6 +137,22 @@ async fn upstream_stalling_mid_body_is_cut_after_read_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_timeout_cuts_a_stalled_body_before_the_read_timeout() {
+    // The headers arrive in time; the body then stalls. The read timeout
+    // (10 s) would wait far longer: the total timeout cuts the body.
+    let up = raw_upstream(Misbehave::StallMidBody).await;
+    let gw = start(&config(up, "{ read: 10s, total: 300ms }"));
+    let t = Instant::now();
+    assert_truncated(addr(&gw, "main")).await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(250) && t.elapsed() < Duration::from_secs(3),
+        "cut by the total timeout: {:?}",
+        t.elapsed()
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_timeout_is_504() {
     // A listener with a backlog of 1 that never accepts: once its queue is
     // full, further SYNs are dropped and connects hang until the timeout.

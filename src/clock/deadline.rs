@@ -41,8 +41,7 @@ pub fn timeout<F: Future>(limit: Duration, future: F) -> Timeout<F> {
     // per proxied request).
     Timeout {
         inner: future,
-        deadline: Tick::now() + limit,
-        entry: None,
+        wait: Wait::until(Tick::now() + limit),
     }
 }
 
@@ -50,8 +49,7 @@ pub fn timeout<F: Future>(limit: Duration, future: F) -> Timeout<F> {
 pub fn timeout_at<F: Future>(deadline: Tick, future: F) -> Timeout<F> {
     Timeout {
         inner: future,
-        deadline,
-        entry: None,
+        wait: Wait::until(deadline),
     }
 }
 
@@ -79,11 +77,17 @@ impl Wait {
         if Tick::now() >= self.deadline {
             return Poll::Ready(());
         }
+        self.note(cx);
+        Poll::Pending
+    }
+
+    /// Keeps `cx`'s waker to be woken at the deadline: noted in the
+    /// worker's table the first time, kept in its place after that.
+    fn note(&mut self, cx: &mut Context<'_>) {
         match self.entry {
             None => self.entry = Some(Table::local().add(self.deadline, cx.waker())),
             Some((table, i)) => table.lock().rewake(i, cx.waker()),
         }
-        Poll::Pending
     }
 }
 
@@ -96,21 +100,11 @@ impl Drop for Wait {
 }
 
 pin_project_lite::pin_project! {
-    /// A wait with a deadline (see [`timeout`]).
+    /// A future with a deadline (see [`timeout`]).
     pub struct Timeout<F> {
         #[pin]
         inner: F,
-        deadline: Tick,
-        // The table it is noted in, and its place there; once it has waited.
-        entry: Option<(&'static Table, usize)>,
-    }
-
-    impl<F> PinnedDrop for Timeout<F> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some((table, i)) = this.project().entry.take() {
-                table.lock().remove(i);
-            }
-        }
+        wait: Wait,
     }
 }
 
@@ -122,16 +116,13 @@ impl<F: Future> Future for Timeout<F> {
         if let Poll::Ready(v) = this.inner.poll(cx) {
             return Poll::Ready(Ok(v));
         }
-        match this.entry {
+        let wait = this.wait;
+        if wait.entry.is_none() {
             // The first wait: its deadline was set a moment ago, so the
             // clock is not read again.
-            None => *this.entry = Some(Table::local().add(*this.deadline, cx.waker())),
-            Some((table, i)) => {
-                if Tick::now() >= *this.deadline {
-                    return Poll::Ready(Err(Elapsed));
-                }
-                table.lock().rewake(*i, cx.waker());
-            }
+            wait.note(cx);
+        } else if wait.poll_elapsed(cx).is_ready() {
+            return Poll::Ready(Err(Elapsed));
         }
         Poll::Pending
     }

@@ -236,6 +236,16 @@ mod tests {
         h.insert("x-kept", "1".parse().expect("value"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
+        // A plain `Connection` line does not hide a second one that names
+        // a header (the pass judges every line, not the first).
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "keep-alive".parse().expect("value"));
+        h.append(header::CONNECTION, "X-Secret".parse().expect("value"));
+        h.insert("x-secret", "1".parse().expect("value"));
+        h.insert("x-kept", "1".parse().expect("value"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
     }
 
     #[test]
