@@ -10,6 +10,19 @@ use tokio::sync::watch;
 
 use crate::upstream::pool::set_worker_index;
 
+/// How many tasks a worker runs between two looks at its sockets while it
+/// has work queued (tokio's `event_interval`, 61 by default). Each look
+/// ends a batch: the responses and upstream requests written in it wake
+/// the peers that read them (clients, upstreams), and a peer woken for a
+/// small batch sleeps again sooner. At 256, measured with `bench/run.sh`'s
+/// load on one core, the wake-ups the gateway causes per request halved
+/// (0.15 to 0.08, `perf stat -e sched:sched_wakeup`) and CPU per request
+/// fell about 2.7% (5 alternating rounds: 12.79 -> 12.50, 13.24 -> 12.72,
+/// 13.34 -> 13.13, 13.17 -> 12.97, 13.43 -> 12.92 µs); 128 to 1,024 were
+/// alike. A worker with nothing queued still looks at once, so an idle
+/// gateway's latency does not change.
+const EVENT_INTERVAL: u32 = 256;
+
 /// The running worker threads.
 #[derive(Debug)]
 pub struct Workers {
@@ -33,7 +46,10 @@ impl Workers {
         let mut handles = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
-            let rt = Builder::new_current_thread().enable_all().build()?;
+            let rt = Builder::new_current_thread()
+                .event_interval(EVENT_INTERVAL)
+                .enable_all()
+                .build()?;
             handles.push(rt.handle().clone());
             let mut stop_rx = stop.subscribe();
             let t = std::thread::Builder::new()
