@@ -188,6 +188,50 @@ async fn expect_continue_is_answered_and_not_forwarded() {
     gw.shutdown().await;
 }
 
+/// A request replayed on a new connection, after its pooled one closed
+/// under it, goes out as it first did: the client's headers (repeated ones
+/// in order), the gateway's forwarding headers and the request ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_request_is_sent_unchanged() {
+    let up = raw_upstream(Misbehave::EchoOnceThenClose).await;
+    let gw = start(&config(up, "").replace("workers: 2", "workers: 1"));
+    let a = addr(&gw, "main");
+    let req = |id: &str| {
+        Request::get(format!("http://{a}/api/x?q=1&r=%20"))
+            .header("x-request-id", id)
+            .header("accept", "text/html")
+            .header("accept", "application/json")
+            .header("x-a-rather-long-custom-header-name", &b"v\xc3\xa9 \tw"[..])
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    // The first request opens the connection; the second, sent at once,
+    // finds it pooled, and the upstream closes it without reading.
+    let first = send(req("first")).await;
+    let second = send(req("second")).await;
+    assert_eq!((first.status.as_u16(), second.status.as_u16()), (200, 200));
+    let lines = |body: &str| -> Vec<String> {
+        body.split("\r\n")
+            .map(|l| l.replace("second", "first"))
+            .collect()
+    };
+    assert!(
+        second.body.contains("x-request-id: second"),
+        "{}",
+        second.body
+    );
+    assert_eq!(lines(&first.body), lines(&second.body));
+    for want in [
+        "GET /x?q=1&r=%20 HTTP/1.1",
+        "accept: text/html",
+        "accept: application/json",
+        "x-forwarded-for: 127.0.0.1",
+    ] {
+        assert!(first.body.contains(want), "{want} in {}", first.body);
+    }
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_closed_by_the_upstream_are_replaced() {
     let up = raw_upstream(Misbehave::AnswerOnceThenClose).await;

@@ -31,7 +31,8 @@ use crate::routing::PathPattern;
 use crate::snapshot::{Listener, ProxyAction, Snapshot};
 use crate::upstream::balancer::consistent_hash::KeySource;
 use crate::upstream::limits::{Held, Permit};
-use crate::upstream::pool::{copy_head, PooledBody, SendError, UpstreamError};
+use crate::upstream::pool::{PooledBody, SendError, UpstreamError};
+use crate::upstream::replay::HeadCopy;
 use crate::upstream::stats::now_ns;
 
 static VIA: HeaderValue = HeaderValue::from_static("1.1 portcullis");
@@ -74,6 +75,18 @@ fn timeout_error(what: &str) -> GatewayError {
         "upstream_timeout",
         format!("the upstream did not {what} in time"),
     )
+}
+
+/// The copy of a request about to be retried, as a request again. Its
+/// parts were valid when copied, so this does not fail in practice.
+fn resend(copy: HeadCopy) -> Result<Request<ProxyBody>, GatewayError> {
+    copy.request().ok_or_else(|| {
+        GatewayError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "the request could not be rebuilt to retry it",
+        )
+    })
 }
 
 /// Why the request body failed during a failed exchange: from the error
@@ -525,7 +538,7 @@ impl Call<'_> {
                 }
                 let may_retry = n as u32 <= policy.attempts;
                 let copy = (may_retry && self.retry_replayable && policy.may_replay())
-                    .then(|| copy_head(&req));
+                    .then(|| HeadCopy::of(&req));
                 // Counted in flight until the response body ends (or the exchange fails).
                 let load = stats.start();
                 stats.begin_attempt();
@@ -566,7 +579,7 @@ impl Call<'_> {
                                     "upstream_error",
                                     format!("the upstream answered {status} on every attempt"),
                                 ));
-                                c
+                                resend(c)?
                             }
                             _ => {
                                 let held = Held {
@@ -611,7 +624,9 @@ impl Call<'_> {
                                 UpstreamError::Connect(_) | UpstreamError::ConnectTimeout,
                                 Some(r),
                             ) if policy.on_connect_failure => Some(r),
-                            (UpstreamError::Http(_), _) if policy.on_error => copy,
+                            (UpstreamError::Http(_), _) if policy.on_error => {
+                                copy.map(resend).transpose()?
+                            }
                             _ => None,
                         };
                         match retry {
@@ -631,7 +646,7 @@ impl Call<'_> {
                                     && up.guards.budget.withdraw() =>
                             {
                                 last_error = Some(timeout_error("answer"));
-                                c
+                                resend(c)?
                             }
                             _ => return Err(timeout_error("answer")),
                         }

@@ -11,6 +11,7 @@ pub mod dns;
 pub mod health;
 pub mod limits;
 pub mod pool;
+pub mod replay;
 pub mod retry;
 pub mod stats;
 pub mod tls;

@@ -27,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 
+use super::replay::HeadCopy;
 use super::Target;
 use crate::clock::Tick;
 use crate::proxy::body::ProxyBody;
@@ -436,7 +437,7 @@ impl Pool {
                         unsent: Some(req),
                     });
                 }
-                let replay = (reused && replayable).then(|| copy_head(&req));
+                let replay = (reused && replayable).then(|| HeadCopy::of(&req));
                 match sender.try_send_request(req).await {
                     Ok(resp) => {
                         let ret = Some((self.clone(), dest, sender));
@@ -445,6 +446,12 @@ impl Pool {
                     Err(mut e) => match (e.take_message(), replay) {
                         (Some(unsent), _) if reused => req = unsent,
                         (None, Some(copy)) if stale_symptom(e.error()) => {
+                            let Some(copy) = copy.request() else {
+                                return Err(SendError {
+                                    error: UpstreamError::Http(e.into_error()),
+                                    unsent: None,
+                                });
+                            };
                             tracing::debug!(target = %target.address, "pooled connection closed under a request; replaying it");
                             req = copy;
                         }
@@ -466,16 +473,6 @@ impl Pool {
 /// A malformed response is the upstream's answer, not staleness.
 fn stale_symptom(e: &hyper::Error) -> bool {
     !(e.is_parse() || e.is_parse_status() || e.is_user() || e.is_timeout())
-}
-
-/// A copy of a body-less request, for replaying it.
-pub fn copy_head(req: &Request<ProxyBody>) -> Request<ProxyBody> {
-    let mut copy = Request::new(crate::proxy::body::empty());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
 }
 
 /// A response body from a pooled connection; reading it to the end returns

@@ -195,6 +195,9 @@ pub enum Misbehave {
     /// shortly after without reading more (a server whose keep-alive timeout
     /// is shorter than the gateway's, or that restarted).
     AnswerOnceThenClose,
+    /// [`Misbehave::AnswerOnceThenClose`], answering with the request's
+    /// head as it arrived (what the gateway sent) for a body.
+    EchoOnceThenClose,
 }
 
 /// Starts a raw TCP upstream that misbehaves as told.
@@ -208,7 +211,7 @@ pub async fn raw_upstream(how: Misbehave) -> SocketAddr {
             };
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
+                let n = s.read(&mut buf).await.unwrap_or(0);
                 match how {
                     Misbehave::Reset => {
                         let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
@@ -232,6 +235,12 @@ pub async fn raw_upstream(how: Misbehave) -> SocketAddr {
                         let _ = s
                             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                             .await;
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                    }
+                    Misbehave::EchoOnceThenClose => {
+                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n");
+                        let _ = s.write_all(head.as_bytes()).await;
+                        let _ = s.write_all(&buf[..n]).await;
                         tokio::time::sleep(Duration::from_millis(30)).await;
                     }
                     Misbehave::StallMidBody => {
