@@ -89,6 +89,9 @@ impl HeadCopy {
             let name_at = at + 8;
             let value_at = name_at + n;
             at = value_at + v;
+            if at > buf.len() {
+                return None;
+            }
             let name = HeaderName::from_bytes(buf.get(name_at..value_at)?).ok()?;
             let value = HeaderValue::from_maybe_shared(buf.slice(value_at..at)).ok()?;
             headers.append(name, value);
