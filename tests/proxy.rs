@@ -193,8 +193,25 @@ async fn expect_continue_is_answered_and_not_forwarded() {
 /// in order), the gateway's forwarding headers and the request ID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_request_is_sent_unchanged() {
+    replayed_unchanged("").await;
+}
+
+/// The same, when the upstream's retry policy keeps its own copy of the
+/// request: the replay is made from that copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_request_is_sent_unchanged_from_the_retry_copy() {
+    replayed_unchanged("    retries: { attempts: 1, on: [error, 503] }\n").await;
+}
+
+async fn replayed_unchanged(upstream_extra: &str) {
     let up = raw_upstream(Misbehave::EchoOnceThenClose).await;
-    let gw = start(&config(up, "").replace("workers: 2", "workers: 1"));
+    let yaml = config(up, "").replace("workers: 2", "workers: 1").replacen(
+        &format!("targets: [{{ address: '{up}' }}]\n"),
+        &format!("targets: [{{ address: '{up}' }}]\n{upstream_extra}"),
+        1,
+    );
+    assert!(yaml.contains(upstream_extra), "{yaml}");
+    let gw = start(&yaml);
     let a = addr(&gw, "main");
     let req = |id: &str| {
         Request::get(format!("http://{a}/api/x?q=1&r=%20"))

@@ -79,7 +79,7 @@ fn timeout_error(what: &str) -> GatewayError {
 
 /// The copy of a request about to be retried, as a request again. Its
 /// parts were valid when copied, so this does not fail in practice.
-fn resend(copy: HeadCopy) -> Result<Request<ProxyBody>, GatewayError> {
+fn resend(copy: &HeadCopy) -> Result<Request<ProxyBody>, GatewayError> {
     copy.request().ok_or_else(|| {
         GatewayError::new(
             StatusCode::BAD_GATEWAY,
@@ -546,7 +546,9 @@ impl Call<'_> {
                 // Without a tokio timer per request (see `clock::deadline`).
                 let outcome = deadline::timeout(
                     self.a.timeouts.read,
-                    self.a.pool.send(target, req, self.stale_replayable),
+                    self.a
+                        .pool
+                        .send(target, req, self.stale_replayable, copy.as_ref()),
                 )
                 .await;
                 if let Some((decay, at)) = sent_at {
@@ -579,7 +581,7 @@ impl Call<'_> {
                                     "upstream_error",
                                     format!("the upstream answered {status} on every attempt"),
                                 ));
-                                resend(c)?
+                                resend(&c)?
                             }
                             _ => {
                                 let held = Held {
@@ -625,7 +627,7 @@ impl Call<'_> {
                                 Some(r),
                             ) if policy.on_connect_failure => Some(r),
                             (UpstreamError::Http(_), _) if policy.on_error => {
-                                copy.map(resend).transpose()?
+                                copy.as_ref().map(resend).transpose()?
                             }
                             _ => None,
                         };
@@ -646,7 +648,7 @@ impl Call<'_> {
                                     && up.guards.budget.withdraw() =>
                             {
                                 last_error = Some(timeout_error("answer"));
-                                resend(c)?
+                                resend(&c)?
                             }
                             _ => return Err(timeout_error("answer")),
                         }

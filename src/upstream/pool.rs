@@ -384,12 +384,15 @@ impl Pool {
     /// retried on another connection, since it was never sent; one it took but
     /// never answered is replayed on another connection only when it is
     /// `replayable` (idempotent with an empty body), as nginx and Envoy do.
+    /// It is replayed from `copy` when the caller kept one (for its retry
+    /// policy), so that the request is not copied twice.
     #[allow(clippy::manual_async_fn)] // an `async fn` would copy its arguments
     pub fn send<'a>(
         self: &'a Arc<Self>,
         target: &'a Target,
         mut req: Request<ProxyBody>,
         replayable: bool,
+        copy: Option<&'a HeadCopy>,
     ) -> impl Future<Output = Result<Response<PooledBody>, SendError>> + 'a {
         // Not an `async fn`: those copy each argument into the future's
         // locals on the first poll, and a request is about 250 bytes.
@@ -437,7 +440,15 @@ impl Pool {
                         unsent: Some(req),
                     });
                 }
-                let replay = (reused && replayable).then(|| HeadCopy::of(&req));
+                let own;
+                let replay = match copy {
+                    _ if !(reused && replayable) => None,
+                    Some(c) => Some(c),
+                    None => {
+                        own = HeadCopy::of(&req);
+                        Some(&own)
+                    }
+                };
                 match sender.try_send_request(req).await {
                     Ok(resp) => {
                         let ret = Some((self.clone(), dest, sender));

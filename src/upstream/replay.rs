@@ -67,12 +67,15 @@ impl HeadCopy {
         }
     }
 
-    /// The request again, with an empty body. `None` only if a part no
-    /// longer parses, which cannot happen for parts copied from a request
-    /// (its URI and headers were valid); the caller then gives up on
-    /// sending it again, as it would without a copy.
-    pub fn request(self) -> Option<Request<ProxyBody>> {
-        let buf = Bytes::from(self.buf);
+    /// The request again, with an empty body; as often as it is needed
+    /// (a request may be replayed and then retried). `None` only if a part
+    /// no longer parses, which cannot happen for parts copied from a
+    /// request (its URI and headers were valid); the caller then gives up
+    /// on sending it again, as it would without a copy.
+    pub fn request(&self) -> Option<Request<ProxyBody>> {
+        // Copied once more: this is the rare path, and the copy stays
+        // whole for the next time.
+        let buf = Bytes::copy_from_slice(&self.buf);
         let uri = if self.uri_len == 0 {
             Uri::default()
         } else {
@@ -97,7 +100,7 @@ impl HeadCopy {
             headers.append(name, value);
         }
         let mut req = Request::new(empty());
-        *req.method_mut() = self.method;
+        *req.method_mut() = self.method.clone();
         *req.version_mut() = self.version;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
@@ -164,6 +167,33 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
+    }
+
+    #[test]
+    fn a_copy_that_does_not_parse_back_gives_none_not_a_panic() {
+        let req = Request::get("/a").header("x-k", "v").body(()).unwrap();
+        let good = HeadCopy::of(&req);
+        assert!(good.request().is_some());
+        // Used twice: the copy stays whole.
+        assert_eq!(good.request().expect("again").headers()["x-k"], "v");
+        let broken = |edit: &dyn Fn(&mut HeadCopy)| {
+            let mut c = HeadCopy::of(&req);
+            edit(&mut c);
+            c.request()
+        };
+        // Cut short: in a value, and in a length.
+        assert!(broken(&|c| {
+            c.buf.pop();
+        })
+        .is_none());
+        assert!(broken(&|c| c.buf.truncate(c.uri_len + 6)).is_none());
+        // A value length that runs past the end.
+        assert!(broken(&|c| c.buf[c.uri_len + 4] = 200).is_none());
+        // A name that is not a header name, a value with a control byte.
+        assert!(broken(&|c| c.buf[c.uri_len + 8] = b' ').is_none());
+        assert!(broken(&|c| *c.buf.last_mut().expect("value") = b'\n').is_none());
+        // A URI that does not parse.
+        assert!(broken(&|c| c.buf[0] = b' ').is_none());
     }
 
     #[test]
