@@ -139,6 +139,9 @@ async fn tokens_are_introspected_cached_and_scoped() {
         .contains("scope=\"write\""));
     // Valid, but not a known consumer where one is required.
     assert_eq!(call(a, "stranger").await.status, 401);
+    // Five introspections, one after another, over one kept connection.
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    assert_eq!(auth.connections.load(Ordering::SeqCst), 1);
     // No token at all.
     let got = get(a, "/write").await;
     assert_eq!(got.status, 401);

@@ -149,6 +149,8 @@ pub struct Received {
     pub spans: Vec<Span>,
     pub resources: Vec<Vec<KeyValue>>,
     pub requests: usize,
+    /// TCP connections the exporter opened.
+    pub connections: usize,
     pub content_types: Vec<String>,
     /// `x-collector-token` of each export (header or gRPC metadata).
     pub tokens: Vec<String>,
@@ -271,6 +273,7 @@ pub async fn start(grpc: bool) -> Receiver {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            g.lock().expect("lock").connections += 1;
             let g = g.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {

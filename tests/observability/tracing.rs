@@ -154,6 +154,10 @@ async fn traces_continue_the_callers_trace_over_otlp_http() {
         hex(&fresh.trace_id),
         sent.split('-').nth(1).expect("trace id")
     );
+    // The two requests' spans went in separate exports, over one connection.
+    let r = receiver.received();
+    assert!(r.requests >= 2, "{} exports", r.requests);
+    assert_eq!(r.connections, 1);
 }
 
 #[tokio::test]
@@ -251,6 +255,7 @@ async fn grpc_export_samples_by_ratio_and_keeps_errors() {
         "gRPC metadata: {:?}",
         r.tokens
     );
+    assert_eq!(r.connections, 1, "one HTTP/2 connection for every export");
 }
 
 #[tokio::test]

@@ -1,7 +1,10 @@
-//! A small HTTP/1.1 client for plugins that call out: JWKS key sets and
-//! OAuth2 token introspection. One connection per call (these calls are
-//! rare and cached), HTTPS verified against the system roots or a given CA,
-//! a whole-call timeout and a response size cap.
+//! A small HTTP client for what the gateway calls out to: JWKS key sets,
+//! OAuth2 token introspection and the OTLP trace collector. HTTP/1.1 or
+//! HTTP/2, HTTPS verified against the system roots or a given CA,
+//! connections kept between calls (see [`connections`]), a whole-call
+//! timeout and a response size cap.
+
+mod connections;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,11 +13,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Collected, Full, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+
+use connections::{Body, Connections, Sender};
+pub use connections::{IDLE_FOR, MAX_IDLE};
 
 /// The largest response body read (key sets and introspection answers are small).
 const MAX_RESPONSE: usize = 1024 * 1024;
@@ -47,6 +53,8 @@ pub struct Endpoint {
     http2: bool,
     /// The whole call's time limit.
     pub timeout: Duration,
+    /// Connections kept between calls, shared by this endpoint's clones.
+    connections: Arc<Connections>,
 }
 
 impl Endpoint {
@@ -117,6 +125,7 @@ impl Endpoint {
             tls,
             http2,
             timeout,
+            connections: Arc::default(),
         })
     }
 
@@ -144,14 +153,10 @@ impl Endpoint {
         body: Bytes,
     ) -> Result<Bytes, FetchError> {
         let pq = self.uri.path_and_query().map_or("/", |p| p.as_str());
-        let resp = self.send_request(method, pq, headers, body).await?;
-        if !resp.status().is_success() {
-            return Err(FetchError::Status(resp.status()));
+        let (parts, body) = self.round_trip(method, pq, headers, body).await?;
+        if !parts.status.is_success() {
+            return Err(FetchError::Status(parts.status));
         }
-        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| FetchError::Io(e.to_string()))?;
         Ok(body.to_bytes())
     }
 
@@ -175,17 +180,12 @@ impl Endpoint {
                 HeaderValue::from_static("application/grpc"),
             ));
             headers.push((header::TE, HeaderValue::from_static("trailers")));
-            let resp = self
-                .send_request(Method::POST, path, &headers, framed.into())
+            let (parts, collected) = self
+                .round_trip(Method::POST, path, &headers, framed.into())
                 .await?;
-            if !resp.status().is_success() {
-                return Err(FetchError::Status(resp.status()));
+            if !parts.status.is_success() {
+                return Err(FetchError::Status(parts.status));
             }
-            let (parts, body) = resp.into_parts();
-            let collected = Limited::new(body, MAX_RESPONSE)
-                .collect()
-                .await
-                .map_err(|e| FetchError::Io(e.to_string()))?;
             // A trailers-only answer carries the status in the headers.
             let trailers = collected.trailers().cloned().unwrap_or(parts.headers);
             let status = trailers
@@ -207,18 +207,61 @@ impl Endpoint {
             .unwrap_or(Err(FetchError::Timeout(self.timeout)))
     }
 
-    async fn send_request(
+    /// Sends one request and reads its whole answer, on a kept connection
+    /// when there is one; the connection is kept again once the answer is
+    /// read. A kept connection that fails before any answer (the server
+    /// closed it just as it was reused) is dropped and the request sent
+    /// once more, on a new connection. The calls made here (key sets,
+    /// introspection, span exports) are safe to repeat.
+    async fn round_trip(
         &self,
         method: Method,
         path: &str,
         headers: &[(header::HeaderName, HeaderValue)],
         body: Bytes,
-    ) -> Result<http::Response<hyper::body::Incoming>, FetchError> {
+    ) -> Result<(http::response::Parts, Collected<Bytes>), FetchError> {
         let io = |e: &dyn std::fmt::Display| FetchError::Io(e.to_string());
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| io(&e))?;
-        let _ = tcp.set_nodelay(true);
+        let mut reuse = true;
+        loop {
+            let kept = match reuse {
+                true => self.connections.take(self.http2).await,
+                false => None,
+            };
+            let reused = kept.is_some();
+            let mut sender = match kept {
+                Some(s) => s,
+                None => self.connect().await?,
+            };
+            let req = self.request(method.clone(), path, headers, body.clone())?;
+            let resp = match sender.send(req).await {
+                Ok(resp) => resp,
+                Err(_) if reused => {
+                    if self.http2 {
+                        self.connections.forget_http2();
+                    }
+                    reuse = false;
+                    continue;
+                }
+                Err(e) => return Err(io(&e)),
+            };
+            let (parts, body) = resp.into_parts();
+            let collected = Limited::new(body, MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| io(&e))?;
+            self.connections.put(sender);
+            return Ok((parts, collected));
+        }
+    }
+
+    /// The request for `path` on this endpoint.
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(header::HeaderName, HeaderValue)],
+        body: Bytes,
+    ) -> Result<Request<Body>, FetchError> {
         let authority = self
             .uri
             .authority()
@@ -234,7 +277,17 @@ impl Endpoint {
         for (k, v) in headers {
             req = req.header(k, v);
         }
-        let req = req.body(Full::new(body)).map_err(|e| io(&e))?;
+        req.body(Full::new(body))
+            .map_err(|e| FetchError::Io(e.to_string()))
+    }
+
+    /// A new connection (TCP, then TLS for https://), its task spawned.
+    async fn connect(&self) -> Result<Sender, FetchError> {
+        let io = |e: &dyn std::fmt::Display| FetchError::Io(e.to_string());
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| io(&e))?;
+        let _ = tcp.set_nodelay(true);
         match &self.tls {
             Some(config) => {
                 let name = ServerName::try_from(self.host.clone()).map_err(|e| io(&e))?;
@@ -242,24 +295,22 @@ impl Endpoint {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| io(&e))?;
-                send(stream, req, self.http2).await
+                handshake(stream, self.http2).await
             }
-            None => send(tcp, req, self.http2).await,
+            None => handshake(tcp, self.http2).await,
         }
     }
 }
 
-async fn send<S>(
-    stream: S,
-    req: Request<Full<Bytes>>,
-    http2: bool,
-) -> Result<http::Response<hyper::body::Incoming>, FetchError>
+/// Starts HTTP/1.1 or HTTP/2 on `stream`; the connection runs in a task
+/// of its own until its sender is dropped (or the server closes it).
+async fn handshake<S>(stream: S, http2: bool) -> Result<Sender, FetchError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = |e: hyper::Error| FetchError::Io(e.to_string());
     if http2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        let (sender, conn) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
             TokioIo::new(stream),
         )
@@ -268,13 +319,16 @@ where
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        return sender.send_request(req).await.map_err(io);
+        return Ok(Sender::Http2(sender));
     }
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(io)?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    sender.send_request(req).await.map_err(io)
+    Ok(Sender::Http1(sender))
 }
+
+#[cfg(test)]
+mod tests;
