@@ -120,7 +120,7 @@ async fn two_nodes_share_one_configuration_through_etcd() {
             .status,
         StatusCode::CREATED
     );
-    let client = EtcdClient::new(&[etcd.url()], Duration::from_secs(2)).expect("client");
+    let client = EtcdClient::new(&[etcd.url()], Duration::from_secs(2), None).expect("client");
     let stored = client
         .get(b"/portcullis/config")
         .await
@@ -287,7 +287,7 @@ async fn start_up_uses_the_cache_fails_clearly_and_refuses_newer_formats() {
 
     // A document written by a newer version is refused at start.
     etcd.restart();
-    let client = EtcdClient::new(&[etcd.url()], Duration::from_secs(2)).expect("client");
+    let client = EtcdClient::new(&[etcd.url()], Duration::from_secs(2), None).expect("client");
     let current = client
         .get(b"/portcullis/config")
         .await
@@ -307,4 +307,91 @@ async fn start_up_uses_the_cache_fails_clearly_and_refuses_newer_formats() {
         .err()
         .expect("newer format");
     assert!(err.to_string().contains("portcullis 9.0.0"), "{err}");
+}
+
+/// `node_file` with `tls` (a flow mapping's fields) added to `cluster.etcd`.
+fn tls_node_file(dir: &Path, name: &str, etcd: &str, shared: &str, tls: &str) -> PathBuf {
+    let path = node_file(dir, name, etcd, shared);
+    let text = std::fs::read_to_string(&path).expect("node file");
+    let text = text.replace(
+        "timeout: 1s }",
+        &format!("timeout: 1s, tls: {{ {tls} }} }}"),
+    );
+    std::fs::write(&path, text).expect("node file");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_etcd_over_tls_with_a_client_certificate() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let c = certs.path();
+    let ca = common::certs::ca();
+    std::fs::write(c.join("ca.pem"), ca.cert.pem()).expect("write ca");
+    common::certs::leaf(&ca, &["127.0.0.1", "localhost"], c, "etcd");
+    common::certs::leaf_with_subject(&ca, "gateway", c, "client");
+    let etcd = Etcd::start_tls(c);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = c.display();
+    let tls = format!(
+        "ca: '{d}/ca.pem', client_certificate: {{ cert: '{d}/client.pem', key: '{d}/client.key' }}"
+    );
+
+    // Reads, compare-and-swap writes and the watch all go over TLS.
+    let a = start(&tls_node_file(dir.path(), "a", &etcd.url(), SEED, &tls));
+    let b = start(&tls_node_file(dir.path(), "b", &etcd.url(), "", &tls));
+    served_within(&b, "/seeded", "seed", Duration::from_secs(1)).await;
+    let created = api(
+        &a,
+        Method::POST,
+        "/api/routes",
+        Some(route("secure", "over tls")),
+        &[],
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    served_within(&b, "/secure", "over tls", Duration::from_secs(1)).await;
+
+    // Nodes that cannot reach it refuse to start (they have no cached
+    // copy), and say why.
+    let refused = |name: &str, tls: Option<&str>| {
+        let file = match tls {
+            Some(t) => tls_node_file(dir.path(), name, &etcd.url(), "", t),
+            None => node_file(dir.path(), name, &etcd.url(), ""),
+        };
+        Gateway::start(ConfigSource::File(file))
+            .err()
+            .expect("cannot reach etcd")
+            .to_string()
+    };
+    // Without a `tls` section, etcd's certificate is checked against the
+    // system's roots, which do not know the test CA.
+    let err = refused("no-tls", None);
+    assert!(
+        err.contains("TLS handshake failed") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    // Without the client certificate etcd requires.
+    let err = refused("no-client-cert", Some(&format!("ca: '{d}/ca.pem'")));
+    assert!(err.contains("client_certificate"), "{err}");
+    // Another CA.
+    let other = common::certs::ca();
+    std::fs::write(c.join("other-ca.pem"), other.cert.pem()).expect("write ca");
+    let err = refused("wrong-ca", Some(&tls.replace("/ca.pem", "/other-ca.pem")));
+    assert!(
+        err.contains("invalid peer certificate") && err.contains("cluster.etcd.tls"),
+        "{err}"
+    );
+    // A CA file that is missing.
+    let err = refused("missing-ca", Some("ca: /nonexistent/ca.pem"));
+    assert!(err.contains("cluster.etcd.tls.ca"), "{err}");
+    // TLS settings with cleartext endpoints.
+    let plain = tls_node_file(dir.path(), "plain", "http://127.0.0.1:1", "", &tls);
+    let err = Gateway::start(ConfigSource::File(plain))
+        .err()
+        .expect("tls without https")
+        .to_string();
+    assert!(
+        err.contains("cluster.etcd.tls") && err.contains("https://"),
+        "{err}"
+    );
 }

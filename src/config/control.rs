@@ -85,6 +85,10 @@ pub struct EtcdDoc {
     /// Time allowed for one etcd call.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// TLS to `https://` endpoints: the CA to trust (default: the system's
+    /// roots), a client certificate for etcd's `--client-cert-auth`, the
+    /// name to verify. The fields of an upstream's `tls`.
+    pub tls: Option<super::UpstreamTlsDoc>,
 }
 
 fn default_prefix() -> String {
@@ -157,12 +161,19 @@ pub fn check_cluster(c: &ClusterDoc, err: &mut dyn FnMut(&str, String)) {
         );
     }
     for (i, e) in c.etcd.endpoints.iter().enumerate() {
-        if !e.starts_with("http://") {
+        if !e.starts_with("http://") && !e.starts_with("https://") {
             err(
                 &format!("cluster.etcd.endpoints[{i}]"),
-                format!("`{e}` is not an etcd client URL; write it like `http://127.0.0.1:2379`"),
+                format!("`{e}` is not an etcd client URL; write it like `http://127.0.0.1:2379` (or `https://` for TLS)"),
             );
         }
+    }
+    let https = c.etcd.endpoints.iter().any(|e| e.starts_with("https://"));
+    if c.etcd.tls.is_some() && !https {
+        err(
+            "cluster.etcd.tls",
+            "TLS settings are used only with `https://` endpoints; write the endpoints as `https://host:2379`, or remove `tls`".into(),
+        );
     }
     if !c.etcd.prefix.starts_with('/') || c.etcd.prefix.ends_with('/') {
         err(

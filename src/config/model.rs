@@ -171,8 +171,8 @@ pub struct ClientAuthDoc {
     pub forward_header: Option<String>,
 }
 
-/// TLS to an upstream's targets.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// TLS to an upstream's targets (and to etcd: `cluster.etcd.tls`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsDoc {
     /// PEM bundle of CAs to trust (default: the system's roots).
@@ -187,7 +187,7 @@ pub struct UpstreamTlsDoc {
 }
 
 /// A certificate chain and its private key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateDoc {
     /// PEM file with the certificate, then any intermediates; or the PEM

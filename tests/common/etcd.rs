@@ -14,6 +14,10 @@ pub struct Etcd {
     peer: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// With TLS: the folder holding `ca.pem`, `etcd.pem`/`etcd.key` (the
+    /// server's) and `client.pem`/`client.key` (a client certificate etcd
+    /// requires).
+    tls: Option<std::path::PathBuf>,
 }
 
 impl Etcd {
@@ -24,21 +28,49 @@ impl Etcd {
             peer: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            tls: None,
         };
         e.spawn();
         e
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// Starts etcd serving clients over TLS only and requiring a client
+    /// certificate (`--client-cert-auth`), with the files in `certs` (see
+    /// [`Etcd::tls`]).
+    pub fn start_tls(certs: &std::path::Path) -> Etcd {
+        let mut e = Etcd {
+            port: free_port(),
+            peer: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            tls: Some(certs.to_path_buf()),
+        };
+        e.spawn();
+        e
+    }
+
+    /// `http://127.0.0.1:<port>`, or `https://` with TLS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     fn spawn(&mut self) {
         let client = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer);
         let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".into());
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if let Some(certs) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(certs.join("etcd.pem"))
+                .arg("--key-file")
+                .arg(certs.join("etcd.key"))
+                .arg("--trusted-ca-file")
+                .arg(certs.join("ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args([
@@ -60,6 +92,25 @@ impl Etcd {
             .expect("etcd runs (scripts/test.sh installs etcd-server)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
+        if let Some(certs) = &self.tls {
+            while Instant::now() < deadline {
+                let out = Command::new("curl")
+                    .args(["-s", "--max-time", "1", "--cacert"])
+                    .arg(certs.join("ca.pem"))
+                    .arg("--cert")
+                    .arg(certs.join("client.pem"))
+                    .arg("--key")
+                    .arg(certs.join("client.key"))
+                    .arg(format!("{client}/health"))
+                    .output()
+                    .expect("curl runs (scripts/test.sh installs it)");
+                if String::from_utf8_lossy(&out.stdout).contains("\"health\":\"true\"") {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            panic!("etcd did not become healthy on {client}");
+        }
         let health = format!("127.0.0.1:{}", self.port);
         while Instant::now() < deadline {
             if let Ok(mut s) = std::net::TcpStream::connect(&health) {

@@ -86,9 +86,24 @@ impl Cluster {
     /// Prepares the store from the node's `cluster` section; `config_path`
     /// is the node's file (the cache goes next to it by default).
     pub fn new(doc: &ClusterDoc, config_path: &Path) -> Result<Cluster, String> {
-        let client = EtcdClient::new(&doc.etcd.endpoints, doc.etcd.timeout.0)
-            .map_err(|e| format!("cluster.etcd.endpoints: {e}"))?;
         let dir = config_path.parent().unwrap_or(Path::new("."));
+        // `https://` endpoints without a `tls` section verify etcd against
+        // the system's roots.
+        let tls = match &doc.etcd.tls {
+            Some(t) => Some(t.clone()),
+            None if doc.etcd.endpoints.iter().any(|e| e.starts_with("https://")) => {
+                Some(crate::config::UpstreamTlsDoc::default())
+            }
+            None => None,
+        }
+        .map(|t| crate::upstream::tls::build("etcd", &t, dir, true))
+        .transpose()
+        .map_err(|(field, msg)| match field.is_empty() {
+            true => format!("cluster.etcd.tls: {msg}"),
+            false => format!("cluster.etcd.tls.{field}: {msg}"),
+        })?;
+        let client = EtcdClient::new(&doc.etcd.endpoints, doc.etcd.timeout.0, tls)
+            .map_err(|e| format!("cluster.etcd.endpoints: {e}"))?;
         let cache = match &doc.cache {
             Some(c) => dir.join(c),
             None => {
@@ -382,6 +397,7 @@ mod tests {
                 endpoints: vec!["http://127.0.0.1:1".into()],
                 prefix: "/p".into(),
                 timeout: HumanDuration(Duration::from_millis(200)),
+                tls: None,
             },
             cache: None,
             encryption_key: None,

@@ -1,29 +1,26 @@
-//! A small etcd v3 client: gRPC over cleartext HTTP/2 (`http://` client
-//! URLs), with only what the configuration store needs — read one key,
+//! A small etcd v3 client: gRPC over HTTP/2, in cleartext (`http://`
+//! client URLs) or over TLS (`https://`, with client certificates for
+//! etcd's `--client-cert-auth`), with only what the configuration store needs — read one key,
 //! compare-and-swap one key, and watch one key. The protobuf messages are
 //! declared by hand (official field numbers from etcd's
 //! `api/etcdserverpb/rpc.proto` and `api/mvccpb/kv.proto`) so building
 //! needs no `protoc`.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::routing::conditions::percent_decode;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, TE};
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
-use http_body::Frame;
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http2::SendRequest;
 use prost::Message;
-use tokio::net::TcpStream;
+
+use crate::upstream::tls::UpstreamTls;
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -39,6 +36,17 @@ const KEEPALIVE: Duration = Duration::from_secs(10);
 /// The etcd protobuf messages, with only the fields this client uses
 /// (others are skipped when decoding, as protobuf allows).
 mod pb;
+
+/// Client URLs, and connecting to one.
+mod endpoint;
+
+/// The watch stream and its events.
+mod watch;
+
+use watch::ChannelBody;
+pub use watch::Watch;
+
+use endpoint::{open_connection, parse_endpoint, Endpoint};
 
 /// One stored key's value and its modification revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +88,7 @@ pub enum WatchEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     /// An endpoint given to [`EtcdClient::new`] is unusable.
-    #[error("invalid etcd endpoint `{endpoint}`: {reason} (expected http://host:port, e.g. http://127.0.0.1:2379)")]
+    #[error("invalid etcd endpoint `{endpoint}`: {reason} (expected http://host:port or https://host:port, e.g. http://127.0.0.1:2379)")]
     InvalidEndpoint {
         /// The endpoint as given.
         endpoint: String,
@@ -88,7 +96,10 @@ pub enum EtcdError {
         reason: String,
     },
     /// No endpoint could be connected, or the connection was lost.
-    #[error("etcd unreachable (tried {endpoints}): {reason}; check that etcd is running and listening on these client URLs")]
+    #[error(
+        "etcd unreachable (tried {endpoints}): {reason}; {}",
+        unreachable_hint(endpoints, reason)
+    )]
     Unreachable {
         /// The endpoints tried, comma-separated.
         endpoints: String,
@@ -123,6 +134,22 @@ pub enum EtcdError {
     },
 }
 
+fn unreachable_hint(endpoints: &str, reason: &str) -> &'static str {
+    let closed = [
+        "broken pipe",
+        "connection reset",
+        "connection closed",
+        "alert",
+    ];
+    if reason.contains("TLS handshake failed") {
+        "check `cluster.etcd.tls`: `ca` must hold the CA that signed etcd's certificate, and `server_name` (default: the endpoint's host) a name in it"
+    } else if endpoints.contains("https://") && closed.iter().any(|c| reason.contains(c)) {
+        "etcd closed the TLS connection after the handshake: when it runs with --client-cert-auth, set `cluster.etcd.tls.client_certificate` to a certificate signed by its --trusted-ca-file"
+    } else {
+        "check that etcd is running and listening on these client URLs"
+    }
+}
+
 fn status_hint(code: u32) -> &'static str {
     match code {
         7 | 16 => "; this client does not authenticate, so etcd auth must be disabled",
@@ -130,61 +157,6 @@ fn status_hint(code: u32) -> &'static str {
         8 => "; the value may exceed etcd's --max-request-bytes",
         _ => "",
     }
-}
-
-/// One validated client URL.
-#[derive(Debug, Clone)]
-struct Endpoint {
-    /// `http://host:port`.
-    url: String,
-    /// Host for connecting (IPv6 without brackets).
-    host: String,
-    port: u16,
-}
-
-fn parse_endpoint(raw: &str) -> Result<Endpoint, EtcdError> {
-    let bad = |reason: String| EtcdError::InvalidEndpoint {
-        endpoint: raw.to_string(),
-        reason,
-    };
-    let uri: Uri = raw
-        .trim()
-        .parse()
-        .map_err(|e| bad(format!("not a URL ({e})")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(bad(
-                "TLS (https) is not supported; use an http:// URL".into()
-            ))
-        }
-        Some(other) => return Err(bad(format!("scheme `{other}` is not http"))),
-        None => return Err(bad("the scheme is missing".into())),
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| bad("the host is missing".into()))?;
-    if authority.as_str().contains('@') {
-        return Err(bad("credentials in the URL are not supported".into()));
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    if host.is_empty() {
-        return Err(bad("the host is missing".into()));
-    }
-    let port = authority
-        .port_u16()
-        .ok_or_else(|| bad("the port is missing (etcd's client port is usually 2379)".into()))?;
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(bad("a path or query is not allowed".into()));
-    }
-    Ok(Endpoint {
-        url: format!("http://{}", authority.as_str()),
-        host: host.to_string(),
-        port,
-    })
 }
 
 /// A connection to one endpoint.
@@ -206,6 +178,13 @@ struct ConnState {
 
 struct Inner {
     endpoints: Vec<Endpoint>,
+    /// Why the last connection that failed ended (its URL, the error): a
+    /// call that finds its connection closed reports it, since hyper's
+    /// own error then says only "connection closed" (etcd refusing a
+    /// client certificate shows only here, after the TLS handshake).
+    ended: Arc<std::sync::Mutex<Option<(String, String)>>>,
+    /// TLS for `https://` endpoints.
+    tls: Option<UpstreamTls>,
     timeout: Duration,
     conn: Mutex<ConnState>,
 }
@@ -228,10 +207,15 @@ impl fmt::Debug for EtcdClient {
 
 impl EtcdClient {
     /// Creates a client; runs when the store is configured. Endpoints look
-    /// like `"http://127.0.0.1:2379"` and are validated here (scheme http,
-    /// host and port required). No connection is made until the first call;
-    /// every call is bounded by `timeout`.
-    pub fn new(endpoints: &[String], timeout: Duration) -> Result<EtcdClient, EtcdError> {
+    /// like `"http://127.0.0.1:2379"` or `"https://etcd-1:2379"` and are
+    /// validated here (scheme, host and port required); `https://` ones
+    /// need `tls`. No connection is made until the first call; every call
+    /// is bounded by `timeout`.
+    pub fn new(
+        endpoints: &[String],
+        timeout: Duration,
+        tls: Option<UpstreamTls>,
+    ) -> Result<EtcdClient, EtcdError> {
         if endpoints.is_empty() {
             return Err(EtcdError::InvalidEndpoint {
                 endpoint: String::new(),
@@ -240,11 +224,13 @@ impl EtcdClient {
         }
         let endpoints = endpoints
             .iter()
-            .map(|e| parse_endpoint(e))
+            .map(|e| parse_endpoint(e, tls.is_some()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(EtcdClient {
             inner: Arc::new(Inner {
                 endpoints,
+                ended: Arc::default(),
+                tls,
                 timeout,
                 conn: Mutex::new(ConnState::default()),
             }),
@@ -388,12 +374,16 @@ impl EtcdClient {
                     Err(mut err) => {
                         self.forget(generation).await;
                         let unsent = err.take_message().is_some();
-                        tracing::debug!(endpoint = %url, error = %err.into_error(), unsent, "etcd request failed");
+                        let mut error = with_causes(&err.into_error());
+                        if let Some(why) = self.why_ended(url).await {
+                            error = format!("{error}: {why}");
+                        }
+                        tracing::debug!(endpoint = %url, %error, unsent, "etcd request failed");
                         if !retried && (unsent || idempotent) {
                             retried = true;
                             continue;
                         }
-                        return Err(unreachable(url, "the connection was lost while the request was in flight; whether it was applied is unknown".into()));
+                        return Err(unreachable(url, format!("the connection was lost while the request was in flight ({error}); whether it was applied is unknown")));
                     }
                 }
             }
@@ -405,6 +395,21 @@ impl EtcdClient {
         let bytes = result?;
         M::decode(bytes)
             .map_err(|e| EtcdError::Protocol(format!("cannot decode the {path} answer: {e}")))
+    }
+
+    /// Why the connection to `url` ended, if it ended with an error; waits
+    /// briefly for its task to say (it may still be finishing).
+    async fn why_ended(&self, url: &str) -> Option<String> {
+        for _ in 0..10 {
+            {
+                let mut ended = self.inner.ended.lock().unwrap_or_else(|e| e.into_inner());
+                if ended.as_ref().is_some_and(|(u, _)| u == url) {
+                    return ended.take().map(|(_, why)| why);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
     }
 
     /// The cached connection, reconnecting when there is none or it closed.
@@ -464,8 +469,13 @@ impl EtcdClient {
             let endpoint = &endpoints[index];
             let left = deadline.saturating_duration_since(Instant::now());
             let share = left / (endpoints.len() - tried) as u32;
-            let failure = match timeout(share, open_connection(endpoint, self.inner.timeout)).await
-            {
+            let opening = open_connection(
+                endpoint,
+                self.inner.tls.as_ref(),
+                self.inner.timeout,
+                self.inner.ended.clone(),
+            );
+            let failure = match timeout(share, opening).await {
                 Ok(Ok((sender, task))) => {
                     return Ok(Connected {
                         sender,
@@ -486,34 +496,17 @@ impl EtcdClient {
     }
 }
 
-/// TCP connect and HTTP/2 handshake; the connection runs on its own task.
-async fn open_connection<B>(
-    endpoint: &Endpoint,
-    ping_timeout: Duration,
-) -> Result<(SendRequest<B>, JoinHandle<()>), String>
-where
-    B: hyper::body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
-    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .keep_alive_interval(KEEPALIVE)
-        .keep_alive_timeout(ping_timeout.max(Duration::from_secs(1)))
-        .handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
-    let url = endpoint.url.clone();
-    let task = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(endpoint = %url, error = %e, "etcd connection ended");
-        }
-    });
-    Ok((sender, task))
+/// `e` and the errors under it, like `connection error: received fatal
+/// alert: CertificateRequired` (a TLS refusal shows only there).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn unreachable(url: &str, reason: String) -> EtcdError {
@@ -692,140 +685,6 @@ async fn read_unary(response: Response<Incoming>, url: &str) -> Result<Bytes, Et
         ));
     }
     Ok(message)
-}
-
-/// The request body of a watch: frames sent through the channel; it stays
-/// open (the stream is not half-closed) while the sender lives.
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-/// An open watch on one key, from [`EtcdClient::watch`]; its own HTTP/2
-/// connection, closed when this is dropped.
-pub struct Watch {
-    body: Incoming,
-    decoder: FrameDecoder,
-    pending: VecDeque<WatchEvent>,
-    url: String,
-    _requests: mpsc::Sender<Bytes>,
-    _sender: SendRequest<ChannelBody>,
-    connection: JoinHandle<()>,
-}
-
-impl fmt::Debug for Watch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Watch")
-            .field("endpoint", &self.url)
-            .finish()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.connection.abort();
-    }
-}
-
-impl Watch {
-    /// Next event, waiting as long as needed; `Ok(None)` when the server
-    /// closed the stream; `Err` when the connection is lost
-    /// ([`EtcdError::Unreachable`]) or the watch was canceled
-    /// ([`EtcdError::Compacted`] when its start revision was compacted).
-    pub async fn next(&mut self) -> Result<Option<WatchEvent>, EtcdError> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Ok(Some(event));
-            }
-            match self.read_response().await? {
-                Some(response) => self.absorb(response)?,
-                None => return Ok(None),
-            }
-        }
-    }
-
-    /// Queues the response's events; progress and `created` answers carry none.
-    fn absorb(&mut self, response: pb::WatchResponse) -> Result<(), EtcdError> {
-        self.pending.extend(response_events(response)?);
-        Ok(())
-    }
-
-    /// The next whole `WatchResponse`; `None` at the end of the stream.
-    async fn read_response(&mut self) -> Result<Option<pb::WatchResponse>, EtcdError> {
-        loop {
-            if let Some(message) = self.decoder.next_message()? {
-                return pb::WatchResponse::decode(message).map(Some).map_err(|e| {
-                    EtcdError::Protocol(format!("cannot decode a watch answer: {e}"))
-                });
-            }
-            let frame = match self.body.frame().await {
-                None if self.decoder.is_empty() => return Ok(None),
-                None => {
-                    return Err(EtcdError::Protocol(
-                        "the watch stream ended inside a message".into(),
-                    ))
-                }
-                Some(Err(e)) => {
-                    return Err(unreachable(
-                        &self.url,
-                        format!("the watch connection was lost: {e}"),
-                    ))
-                }
-                Some(Ok(frame)) => frame,
-            };
-            match frame.into_data() {
-                Ok(data) => self.decoder.push(&data),
-                Err(frame) => {
-                    if let Some(status) = frame.trailers_ref().and_then(grpc_status) {
-                        status?;
-                        return Ok(None);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The events of one `WatchResponse`, or why the watch ended.
-fn response_events(response: pb::WatchResponse) -> Result<Vec<WatchEvent>, EtcdError> {
-    if response.compact_revision > 0 {
-        return Err(EtcdError::Compacted {
-            revision: response.compact_revision,
-        });
-    }
-    if response.canceled {
-        let reason = match response.cancel_reason {
-            r if r.is_empty() => "no reason given".to_string(),
-            r => r,
-        };
-        return Err(EtcdError::WatchCanceled { reason });
-    }
-    response.events.into_iter().map(watch_event).collect()
-}
-
-fn watch_event(event: pb::Event) -> Result<WatchEvent, EtcdError> {
-    let kv = event
-        .kv
-        .ok_or_else(|| EtcdError::Protocol("watch event without its key-value".into()))?;
-    match pb::EventType::try_from(event.r#type) {
-        Ok(pb::EventType::Put) => Ok(WatchEvent::Put(stored(kv))),
-        Ok(pb::EventType::Delete) => Ok(WatchEvent::Deleted {
-            revision: kv.mod_revision,
-        }),
-        Err(_) => Err(EtcdError::Protocol(format!(
-            "unknown watch event type {}",
-            event.r#type
-        ))),
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Tests of the etcd client: framing, and a real etcd.
 use super::*;
 use std::process::{Command, Stdio};
+use watch::response_events;
 
 fn frame_of(payload: &[u8]) -> Vec<u8> {
     [&[0][..], &(payload.len() as u32).to_be_bytes(), payload].concat()
@@ -135,28 +136,36 @@ fn grpc_status_is_read_and_its_message_decoded() {
 
 #[test]
 fn endpoints_are_validated() {
-    let ok = parse_endpoint("http://127.0.0.1:2379").unwrap();
+    let ok = parse_endpoint("http://127.0.0.1:2379", false).unwrap();
     assert_eq!(
-        (ok.url.as_str(), ok.host.as_str(), ok.port),
-        ("http://127.0.0.1:2379", "127.0.0.1", 2379)
+        (ok.url.as_str(), ok.host.as_str(), ok.port, ok.tls),
+        ("http://127.0.0.1:2379", "127.0.0.1", 2379, false)
     );
-    let v6 = parse_endpoint("http://[::1]:2379/").unwrap();
+    let v6 = parse_endpoint("http://[::1]:2379/", false).unwrap();
     assert_eq!(
         (v6.url.as_str(), v6.host.as_str()),
         ("http://[::1]:2379", "::1")
     );
+    let tls = parse_endpoint("https://etcd-1:2379", true).unwrap();
+    assert_eq!(
+        (tls.url.as_str(), tls.host.as_str(), tls.tls),
+        ("https://etcd-1:2379", "etcd-1", true)
+    );
+    // Cleartext endpoints stay cleartext beside TLS ones.
+    assert!(!parse_endpoint("http://etcd-2:2379", true).unwrap().tls);
     for (bad, why) in [
-        ("https://etcd:2379", "TLS"),
+        ("https://etcd:2379", "TLS settings"),
+        ("ftp://etcd:2379", "not http or https"),
         ("127.0.0.1:2379", "scheme"),
         ("http://etcd", "port"),
         ("http://etcd:2379/v3", "path"),
         ("http://u:p@etcd:2379", "credentials"),
         ("not a url", "not a URL"),
     ] {
-        let err = parse_endpoint(bad).unwrap_err();
+        let err = parse_endpoint(bad, false).unwrap_err();
         assert!(err.to_string().contains(why), "{bad}: {err}");
     }
-    assert!(EtcdClient::new(&[], Duration::from_secs(1)).is_err());
+    assert!(EtcdClient::new(&[], Duration::from_secs(1), None).is_err());
 }
 
 /// A single-member etcd in a temporary directory, killed on drop.
@@ -243,7 +252,7 @@ fn put(value: &[u8], mod_revision: i64) -> Option<WatchEvent> {
 async fn against_a_real_etcd() {
     let Some(mut etcd) = start_etcd() else { return };
     let timeout = Duration::from_secs(2);
-    let client = EtcdClient::new(&[etcd.url.clone()], timeout).unwrap();
+    let client = EtcdClient::new(&[etcd.url.clone()], timeout, None).unwrap();
     let started = std::time::Instant::now();
     while let Err(e) = client.get(b"/probe").await {
         assert!(
@@ -281,7 +290,7 @@ async fn against_a_real_etcd() {
 
     // A dead endpoint first: the next one answers, for calls and watches.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let both = EtcdClient::new(&[dead, etcd.url.clone()], timeout).unwrap();
+    let both = EtcdClient::new(&[dead, etcd.url.clone()], timeout, None).unwrap();
     assert_eq!(
         both.get(key).await.unwrap().map(|s| s.mod_revision),
         Some(r3)
@@ -293,7 +302,7 @@ async fn against_a_real_etcd() {
     let frozen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let frozen_url = format!("http://{}", frozen.local_addr().unwrap());
     let short = Duration::from_millis(500);
-    let failover = EtcdClient::new(&[frozen_url, etcd.url.clone()], short).unwrap();
+    let failover = EtcdClient::new(&[frozen_url, etcd.url.clone()], short, None).unwrap();
     assert!(matches!(failover.get(key).await, Err(EtcdError::Timeout)));
     assert_eq!(
         failover.get(key).await.unwrap().map(|s| s.mod_revision),
