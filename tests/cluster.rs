@@ -4,7 +4,8 @@
 //! through two nodes cannot overwrite each other; losing etcd leaves every
 //! node serving, and it resynchronises when etcd returns; start-up with
 //! etcd down uses the cached copy or fails clearly; a document from a newer
-//! version is refused.
+//! version is refused; nodes reach etcd over TLS with client certificates,
+//! and authenticate with a user and password (again when a token expires).
 
 mod common;
 
@@ -120,7 +121,8 @@ async fn two_nodes_share_one_configuration_through_etcd() {
             .status,
         StatusCode::CREATED
     );
-    let client = EtcdClient::new(&[etcd.url()], Duration::from_secs(2), None).expect("client");
+    let client =
+        EtcdClient::new(&[etcd.url()], Duration::from_secs(2), None, None).expect("client");
     let stored = client
         .get(b"/portcullis/config")
         .await
@@ -287,7 +289,8 @@ async fn start_up_uses_the_cache_fails_clearly_and_refuses_newer_formats() {
 
     // A document written by a newer version is refused at start.
     etcd.restart();
-    let client = EtcdClient::new(&[etcd.url()], Duration::from_secs(2), None).expect("client");
+    let client =
+        EtcdClient::new(&[etcd.url()], Duration::from_secs(2), None, None).expect("client");
     let current = client
         .get(b"/portcullis/config")
         .await
@@ -394,4 +397,87 @@ async fn nodes_reach_etcd_over_tls_with_a_client_certificate() {
         err.contains("cluster.etcd.tls") && err.contains("https://"),
         "{err}"
     );
+}
+
+/// `node_file` with `fields` (a flow mapping's fields) added to `cluster.etcd`.
+fn etcd_fields_node_file(
+    dir: &Path,
+    name: &str,
+    etcd: &str,
+    shared: &str,
+    fields: &str,
+) -> PathBuf {
+    let path = node_file(dir, name, etcd, shared);
+    let text = std::fs::read_to_string(&path).expect("node file");
+    let text = text.replace("timeout: 1s }", &format!("timeout: 1s, {fields} }}"));
+    std::fs::write(&path, text).expect("node file");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_authenticate_to_etcd_with_a_user_and_password() {
+    // Tokens last one second unused, so the test sees one expire.
+    let etcd = Etcd::start_with(&["--auth-token-ttl", "1"]);
+    etcd.enable_auth("r00t-pw");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let creds = "username: root, password: r00t-pw";
+    let a = start(&etcd_fields_node_file(
+        dir.path(),
+        "a",
+        &etcd.url(),
+        SEED,
+        creds,
+    ));
+    let b = start(&etcd_fields_node_file(
+        dir.path(),
+        "b",
+        &etcd.url(),
+        "",
+        creds,
+    ));
+    served_within(&b, "/seeded", "seed", Duration::from_secs(1)).await;
+    for (name, wait) in [("first", false), ("after-expiry", true)] {
+        if wait {
+            // The token A holds is forgotten by etcd: its next write
+            // authenticates again.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+        let created = api(
+            &a,
+            Method::POST,
+            "/api/routes",
+            Some(route(name, name)),
+            &[],
+        )
+        .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        served_within(&b, &format!("/{name}"), name, Duration::from_secs(1)).await;
+    }
+
+    let refused = |name: &str, fields: &str| {
+        let file = etcd_fields_node_file(dir.path(), name, &etcd.url(), "", fields);
+        Gateway::start(ConfigSource::File(file))
+            .err()
+            .expect("refused by etcd")
+            .to_string()
+    };
+    let err = refused("wrong-password", "username: root, password: nope");
+    assert!(
+        err.contains("authentication failed") && err.contains("cluster.etcd.username"),
+        "{err}"
+    );
+    let err = refused("no-credentials", "prefix: /portcullis");
+    assert!(err.contains("etcd has authentication on"), "{err}");
+    let err = refused("no-permission", "username: nobody, password: nobody");
+    assert!(err.contains("permission"), "{err}");
+    let err = refused("half", "username: root");
+    assert!(err.contains("give both `username` and `password`"), "{err}");
+    // Credentials for an etcd without authentication.
+    let open = Etcd::start();
+    let file = etcd_fields_node_file(dir.path(), "auth-off", &open.url(), "", creds);
+    let err = Gateway::start(ConfigSource::File(file))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("etcd has authentication off"), "{err}");
 }

@@ -89,6 +89,10 @@ pub struct EtcdDoc {
     /// roots), a client certificate for etcd's `--client-cert-auth`, the
     /// name to verify. The fields of an upstream's `tls`.
     pub tls: Option<super::UpstreamTlsDoc>,
+    /// The etcd user, when etcd has authentication on (with `password`).
+    pub username: Option<String>,
+    /// Its password; use `${ENV}`.
+    pub password: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -167,6 +171,18 @@ pub fn check_cluster(c: &ClusterDoc, err: &mut dyn FnMut(&str, String)) {
                 format!("`{e}` is not an etcd client URL; write it like `http://127.0.0.1:2379` (or `https://` for TLS)"),
             );
         }
+    }
+    match (&c.etcd.username, &c.etcd.password) {
+        (Some(u), Some(_)) if u.is_empty() => err(
+            "cluster.etcd.username",
+            "the user name is empty; give the etcd user, or remove `username` and `password`"
+                .into(),
+        ),
+        (Some(_), None) | (None, Some(_)) => err(
+            "cluster.etcd",
+            "give both `username` and `password` (etcd's user authentication), or neither".into(),
+        ),
+        _ => {}
     }
     let https = c.etcd.endpoints.iter().any(|e| e.starts_with("https://"));
     if c.etcd.tls.is_some() && !https {

@@ -18,6 +18,8 @@ pub struct Etcd {
     /// server's) and `client.pem`/`client.key` (a client certificate etcd
     /// requires).
     tls: Option<std::path::PathBuf>,
+    /// More command-line flags.
+    flags: Vec<String>,
 }
 
 impl Etcd {
@@ -29,9 +31,64 @@ impl Etcd {
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
             tls: None,
+            flags: Vec::new(),
         };
         e.spawn();
         e
+    }
+
+    /// Starts etcd with more command-line flags.
+    pub fn start_with(flags: &[&str]) -> Etcd {
+        let mut e = Etcd {
+            port: free_port(),
+            peer: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            tls: None,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+        };
+        e.spawn();
+        e
+    }
+
+    /// Turns on etcd's user authentication with a `root` user (password
+    /// `root_password`, every permission) and a user `nobody` (password
+    /// `nobody`, no role), as an operator would with `etcdctl user add`,
+    /// `user grant-role` and `auth enable` (through the JSON gateway).
+    pub fn enable_auth(&self, root_password: &str) {
+        for (path, body) in [
+            (
+                "user/add",
+                format!("{{\"name\":\"root\",\"password\":\"{root_password}\"}}"),
+            ),
+            ("role/add", "{\"name\":\"root\"}".to_string()),
+            (
+                "user/grant",
+                "{\"user\":\"root\",\"role\":\"root\"}".to_string(),
+            ),
+            (
+                "user/add",
+                "{\"name\":\"nobody\",\"password\":\"nobody\"}".to_string(),
+            ),
+            ("enable", "{}".to_string()),
+        ] {
+            let out = self.post(&format!("/v3/auth/{path}"), &body);
+            assert!(out.contains("\"header\""), "{path}: {out}");
+        }
+    }
+
+    fn post(&self, path: &str, body: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("etcd");
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
     }
 
     /// Starts etcd serving clients over TLS only and requiring a client
@@ -44,6 +101,7 @@ impl Etcd {
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
             tls: Some(certs.to_path_buf()),
+            flags: Vec::new(),
         };
         e.spawn();
         e
@@ -71,6 +129,7 @@ impl Etcd {
                 .arg("--client-cert-auth");
         }
         let child = command
+            .args(&self.flags)
             .args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args([

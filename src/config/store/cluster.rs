@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::etcd_client::{CasOutcome, EtcdClient, EtcdError, Stored, WatchEvent};
+use super::etcd_client::{CasOutcome, Credentials, EtcdClient, EtcdError, Stored, WatchEvent};
 use super::secrets::{self, SecretError, SecretKey};
 use crate::config::control::ClusterDoc;
 
@@ -102,7 +102,14 @@ impl Cluster {
             true => format!("cluster.etcd.tls: {msg}"),
             false => format!("cluster.etcd.tls.{field}: {msg}"),
         })?;
-        let client = EtcdClient::new(&doc.etcd.endpoints, doc.etcd.timeout.0, tls)
+        let credentials = match (&doc.etcd.username, &doc.etcd.password) {
+            (Some(user), Some(password)) => Some(Credentials {
+                user: user.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
+        let client = EtcdClient::new(&doc.etcd.endpoints, doc.etcd.timeout.0, tls, credentials)
             .map_err(|e| format!("cluster.etcd.endpoints: {e}"))?;
         let cache = match &doc.cache {
             Some(c) => dir.join(c),
@@ -398,6 +405,8 @@ mod tests {
                 prefix: "/p".into(),
                 timeout: HumanDuration(Duration::from_millis(200)),
                 tls: None,
+                username: None,
+                password: None,
             },
             cache: None,
             encryption_key: None,

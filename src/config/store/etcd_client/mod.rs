@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::routing::conditions::percent_decode;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, TE};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
@@ -28,6 +28,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 const RANGE: &str = "/etcdserverpb.KV/Range";
 const TXN: &str = "/etcdserverpb.KV/Txn";
 const WATCH: &str = "/etcdserverpb.Watch/Watch";
+const AUTHENTICATE: &str = "/etcdserverpb.Auth/Authenticate";
 /// Largest gRPC message accepted from etcd.
 const MAX_MESSAGE: usize = 64 << 20;
 /// HTTP/2 ping interval on busy connections (etcd refuses pings under 5 s).
@@ -42,6 +43,12 @@ mod endpoint;
 
 /// The watch stream and its events.
 mod watch;
+
+/// User name and password authentication.
+mod auth;
+
+pub use auth::Credentials;
+use auth::{token_refused, Token, TOKEN_HEADER};
 
 use watch::ChannelBody;
 pub use watch::Watch;
@@ -107,7 +114,7 @@ pub enum EtcdError {
         reason: String,
     },
     /// etcd answered with a non-zero gRPC status.
-    #[error("etcd answered gRPC status {code}: {message}{}", status_hint(*code))]
+    #[error("etcd answered gRPC status {code}: {message}{}", status_hint(*code, message))]
     Status {
         /// The gRPC status code.
         code: u32,
@@ -150,9 +157,19 @@ fn unreachable_hint(endpoints: &str, reason: &str) -> &'static str {
     }
 }
 
-fn status_hint(code: u32) -> &'static str {
+fn status_hint(code: u32, message: &str) -> &'static str {
     match code {
-        7 | 16 => "; this client does not authenticate, so etcd auth must be disabled",
+        3 if message.contains("user name is empty") => {
+            "; etcd has authentication on: set `cluster.etcd.username` and `password`"
+        }
+        3 if message.contains("authentication failed") => {
+            "; check `cluster.etcd.username` and `password`"
+        }
+        9 if message.contains("authentication is not enabled") => {
+            "; etcd has authentication off: remove `cluster.etcd.username` and `password`"
+        }
+        7 => "; the etcd user needs read and write permission on the prefix's keys",
+        16 => "; check `cluster.etcd.username` and `password`",
         14 => "; the member may have no leader (check cluster health)",
         8 => "; the value may exceed etcd's --max-request-bytes",
         _ => "",
@@ -178,6 +195,10 @@ struct ConnState {
 
 struct Inner {
     endpoints: Vec<Endpoint>,
+    /// Who to authenticate as, when etcd has authentication on.
+    credentials: Option<Credentials>,
+    /// The token from the last authentication.
+    token: Token,
     /// Why the last connection that failed ended (its URL, the error): a
     /// call that finds its connection closed reports it, since hyper's
     /// own error then says only "connection closed" (etcd refusing a
@@ -209,12 +230,14 @@ impl EtcdClient {
     /// Creates a client; runs when the store is configured. Endpoints look
     /// like `"http://127.0.0.1:2379"` or `"https://etcd-1:2379"` and are
     /// validated here (scheme, host and port required); `https://` ones
-    /// need `tls`. No connection is made until the first call; every call
+    /// need `tls`. With `credentials`, calls authenticate first (etcd's
+    /// user authentication). No connection is made until the first call; every call
     /// is bounded by `timeout`.
     pub fn new(
         endpoints: &[String],
         timeout: Duration,
         tls: Option<UpstreamTls>,
+        credentials: Option<Credentials>,
     ) -> Result<EtcdClient, EtcdError> {
         if endpoints.is_empty() {
             return Err(EtcdError::InvalidEndpoint {
@@ -229,6 +252,8 @@ impl EtcdClient {
         Ok(EtcdClient {
             inner: Arc::new(Inner {
                 endpoints,
+                credentials,
+                token: Token::default(),
                 ended: Arc::default(),
                 tls,
                 timeout,
@@ -291,25 +316,41 @@ impl EtcdClient {
             }),
         };
         let open = async {
-            let start = self.inner.conn.lock().await.start;
-            let conn = self.connect::<ChannelBody>(deadline, start).await?;
-            used = Some(conn.endpoint);
-            let url = self.inner.endpoints[conn.endpoint].url.clone();
-            let (requests, rx) = mpsc::channel(4);
-            // Cannot fail: the channel is new and has room.
-            let _ = requests.try_send(encode_frame(&create));
-            let mut sender = conn.sender;
-            let response = sender
-                .send_request(grpc_request(&url, WATCH, ChannelBody(rx))?)
-                .await
-                .map_err(|e| unreachable(&url, format!("opening the watch failed: {e}")))?;
-            let (parts, body) = response.into_parts();
-            if let Some(status) = check_head(&parts, &url)? {
-                status?;
-                return Err(EtcdError::Protocol(
-                    "watch answered without a stream".into(),
-                ));
-            }
+            let mut reauthenticated = false;
+            let (task, url, requests, sender, body) = loop {
+                let token = self.token(deadline).await?;
+                let start = self.inner.conn.lock().await.start;
+                let conn = self.connect::<ChannelBody>(deadline, start).await?;
+                used = Some(conn.endpoint);
+                let url = self.inner.endpoints[conn.endpoint].url.clone();
+                let (requests, rx) = mpsc::channel(4);
+                // Cannot fail: the channel is new and has room.
+                let _ = requests.try_send(encode_frame(&create));
+                let mut sender = conn.sender;
+                let request = grpc_request(&url, WATCH, ChannelBody(rx), token.as_ref())?;
+                let response = sender
+                    .send_request(request)
+                    .await
+                    .map_err(|e| unreachable(&url, format!("opening the watch failed: {e}")))?;
+                let (parts, body) = response.into_parts();
+                match check_head(&parts, &url)? {
+                    Some(Err(EtcdError::Status { code, message }))
+                        if token_refused(code, &message) && !reauthenticated =>
+                    {
+                        self.forget_token(token.as_ref()).await;
+                        reauthenticated = true;
+                        continue;
+                    }
+                    Some(status) => {
+                        status?;
+                        return Err(EtcdError::Protocol(
+                            "watch answered without a stream".into(),
+                        ));
+                    }
+                    None => {}
+                }
+                break (conn.task, url, requests, sender, body);
+            };
             let mut watch = Watch {
                 body,
                 decoder: FrameDecoder::default(),
@@ -317,7 +358,7 @@ impl EtcdClient {
                 url,
                 _requests: requests,
                 _sender: sender,
-                connection: conn.task,
+                connection: task,
             };
             loop {
                 let Some(response) = watch.read_response().await? else {
@@ -364,13 +405,24 @@ impl EtcdClient {
         let mut used = None;
         let call = async {
             let mut retried = false;
+            let mut reauthenticated = false;
             loop {
+                let token = self.token(deadline).await?;
                 let (mut sender, endpoint, generation) = self.cached(deadline).await?;
                 used = Some(endpoint);
                 let url = &self.inner.endpoints[endpoint].url;
-                let request = grpc_request(url, path, Full::new(body.clone()))?;
+                let request = grpc_request(url, path, Full::new(body.clone()), token.as_ref())?;
                 match sender.try_send_request(request).await {
-                    Ok(response) => return read_unary(response, url).await,
+                    Ok(response) => match read_unary(response, url).await {
+                        Err(EtcdError::Status { code, message })
+                            if token_refused(code, &message) && !reauthenticated =>
+                        {
+                            self.forget_token(token.as_ref()).await;
+                            reauthenticated = true;
+                            continue;
+                        }
+                        answer => return answer,
+                    },
                     Err(mut err) => {
                         self.forget(generation).await;
                         let unsent = err.take_message().is_some();
@@ -544,10 +596,19 @@ fn cas_request(key: &[u8], value: &[u8], expected: i64) -> pb::TxnRequest {
     }
 }
 
-fn grpc_request<B>(url: &str, path: &str, body: B) -> Result<Request<B>, EtcdError> {
-    Request::post(format!("{url}{path}"))
+fn grpc_request<B>(
+    url: &str,
+    path: &str,
+    body: B,
+    token: Option<&HeaderValue>,
+) -> Result<Request<B>, EtcdError> {
+    let mut request = Request::post(format!("{url}{path}"))
         .header(CONTENT_TYPE, "application/grpc")
-        .header(TE, "trailers")
+        .header(TE, "trailers");
+    if let Some(t) = token {
+        request = request.header(TOKEN_HEADER, t);
+    }
+    request
         .body(body)
         .map_err(|e| EtcdError::Protocol(format!("cannot build the request: {e}")))
 }

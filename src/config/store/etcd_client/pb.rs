@@ -160,3 +160,17 @@ pub struct Event {
     #[prost(message, optional, tag = "2")]
     pub kv: Option<KeyValue>,
 }
+/// `etcdserverpb.AuthenticateRequest`.
+#[derive(Clone, PartialEq, Message)]
+pub struct AuthenticateRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub password: String,
+}
+/// `etcdserverpb.AuthenticateResponse`.
+#[derive(Clone, PartialEq, Message)]
+pub struct AuthenticateResponse {
+    #[prost(string, tag = "2")]
+    pub token: String,
+}

@@ -165,7 +165,7 @@ fn endpoints_are_validated() {
         let err = parse_endpoint(bad, false).unwrap_err();
         assert!(err.to_string().contains(why), "{bad}: {err}");
     }
-    assert!(EtcdClient::new(&[], Duration::from_secs(1), None).is_err());
+    assert!(EtcdClient::new(&[], Duration::from_secs(1), None, None).is_err());
 }
 
 /// A single-member etcd in a temporary directory, killed on drop.
@@ -252,7 +252,7 @@ fn put(value: &[u8], mod_revision: i64) -> Option<WatchEvent> {
 async fn against_a_real_etcd() {
     let Some(mut etcd) = start_etcd() else { return };
     let timeout = Duration::from_secs(2);
-    let client = EtcdClient::new(&[etcd.url.clone()], timeout, None).unwrap();
+    let client = EtcdClient::new(&[etcd.url.clone()], timeout, None, None).unwrap();
     let started = std::time::Instant::now();
     while let Err(e) = client.get(b"/probe").await {
         assert!(
@@ -290,7 +290,7 @@ async fn against_a_real_etcd() {
 
     // A dead endpoint first: the next one answers, for calls and watches.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let both = EtcdClient::new(&[dead, etcd.url.clone()], timeout, None).unwrap();
+    let both = EtcdClient::new(&[dead, etcd.url.clone()], timeout, None, None).unwrap();
     assert_eq!(
         both.get(key).await.unwrap().map(|s| s.mod_revision),
         Some(r3)
@@ -302,7 +302,7 @@ async fn against_a_real_etcd() {
     let frozen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let frozen_url = format!("http://{}", frozen.local_addr().unwrap());
     let short = Duration::from_millis(500);
-    let failover = EtcdClient::new(&[frozen_url, etcd.url.clone()], short, None).unwrap();
+    let failover = EtcdClient::new(&[frozen_url, etcd.url.clone()], short, None, None).unwrap();
     assert!(matches!(failover.get(key).await, Err(EtcdError::Timeout)));
     assert_eq!(
         failover.get(key).await.unwrap().map(|s| s.mod_revision),
