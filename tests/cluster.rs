@@ -314,14 +314,7 @@ async fn start_up_uses_the_cache_fails_clearly_and_refuses_newer_formats() {
 
 /// `node_file` with `tls` (a flow mapping's fields) added to `cluster.etcd`.
 fn tls_node_file(dir: &Path, name: &str, etcd: &str, shared: &str, tls: &str) -> PathBuf {
-    let path = node_file(dir, name, etcd, shared);
-    let text = std::fs::read_to_string(&path).expect("node file");
-    let text = text.replace(
-        "timeout: 1s }",
-        &format!("timeout: 1s, tls: {{ {tls} }} }}"),
-    );
-    std::fs::write(&path, text).expect("node file");
-    path
+    etcd_fields_node_file(dir, name, etcd, shared, &format!("tls: {{ {tls} }}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -192,20 +192,11 @@ impl Etcd {
     /// etcd's JSON gateway, so the tests need no `etcdctl`).
     pub fn delete(&self, key: &str) {
         use base64::Engine as _;
-        use std::io::{Read, Write};
         let body = format!(
             "{{\"key\":\"{}\"}}",
             base64::engine::general_purpose::STANDARD.encode(key)
         );
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("etcd");
-        write!(
-            s,
-            "POST /v3/kv/deleterange HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .expect("write");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
+        let out = self.post("/v3/kv/deleterange", &body);
         assert!(out.contains("\"deleted\":\"1\""), "{out}");
     }
 
