@@ -465,6 +465,12 @@ async fn nodes_authenticate_to_etcd_with_a_user_and_password() {
     assert!(err.contains("permission"), "{err}");
     let err = refused("half", "username: root");
     assert!(err.contains("give both `username` and `password`"), "{err}");
+    let err = refused("empty-user", "username: '', password: x");
+    assert!(err.contains("cluster.etcd.username"), "{err}");
+    assert!(
+        err.contains("the user name is empty; give the etcd user"),
+        "{err}"
+    );
     // Credentials for an etcd without authentication.
     let open = Etcd::start();
     let file = etcd_fields_node_file(dir.path(), "auth-off", &open.url(), "", creds);

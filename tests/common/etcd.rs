@@ -25,26 +25,22 @@ pub struct Etcd {
 impl Etcd {
     /// Starts etcd and waits until it answers.
     pub fn start() -> Etcd {
-        let mut e = Etcd {
-            port: free_port(),
-            peer: free_port(),
-            dir: tempfile::tempdir().expect("temp dir"),
-            child: None,
-            tls: None,
-            flags: Vec::new(),
-        };
-        e.spawn();
-        e
+        Etcd::launch(None, &[])
     }
 
     /// Starts etcd with more command-line flags.
     pub fn start_with(flags: &[&str]) -> Etcd {
+        Etcd::launch(None, flags)
+    }
+
+    /// Starts etcd on free ports, with TLS when `tls` names the certificates.
+    fn launch(tls: Option<&std::path::Path>, flags: &[&str]) -> Etcd {
         let mut e = Etcd {
             port: free_port(),
             peer: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
-            tls: None,
+            tls: tls.map(std::path::Path::to_path_buf),
             flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         e.spawn();
@@ -95,16 +91,7 @@ impl Etcd {
     /// certificate (`--client-cert-auth`), with the files in `certs` (see
     /// [`Etcd::tls`]).
     pub fn start_tls(certs: &std::path::Path) -> Etcd {
-        let mut e = Etcd {
-            port: free_port(),
-            peer: free_port(),
-            dir: tempfile::tempdir().expect("temp dir"),
-            child: None,
-            tls: Some(certs.to_path_buf()),
-            flags: Vec::new(),
-        };
-        e.spawn();
-        e
+        Etcd::launch(Some(certs), &[])
     }
 
     /// `http://127.0.0.1:<port>`, or `https://` with TLS.

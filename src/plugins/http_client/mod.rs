@@ -20,7 +20,6 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use connections::{Body, Connections, Sender};
-pub use connections::{IDLE_FOR, MAX_IDLE};
 
 /// The largest response body read (key sets and introspection answers are small).
 const MAX_RESPONSE: usize = 1024 * 1024;

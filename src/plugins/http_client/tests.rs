@@ -16,7 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::{Endpoint, FetchError, MAX_IDLE};
+use super::connections::MAX_IDLE;
+use super::{Endpoint, FetchError};
 
 /// A server counting its connections: `/fail` answers 500, `/slow` waits
 /// 100 ms, `/close` answers with `Connection: close`, anything else 200
